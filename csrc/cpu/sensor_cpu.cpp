@@ -1,0 +1,69 @@
+// The glimpse sensor on the CPU: loops over (n, scale, c, oy, ox) calling the contract's glimpse_pixel, threads over n.
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include "sensor.h"
+
+namespace ram {
+namespace {
+
+// Below this many input pixels read per call, starting threads costs more than it saves.
+constexpr int64_t kMinWorkPerThread = 1 << 16;
+
+void extract_range(const float* images, const float* locations, float* out, const ImageShape& shape,
+                   const SensorSpec& spec, int64_t n_begin, int64_t n_end) {
+  const int64_t g = spec.glimpse_size;
+  const int64_t plane_size = shape.height * shape.width;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const int64_t cx = centre_pixel(locations[2 * n], shape.width);
+    const int64_t cy = centre_pixel(locations[2 * n + 1], shape.height);
+    const float* image = images + n * shape.channels * plane_size;
+    float* glimpse = out + n * spec.num_scales * shape.channels * g * g;  // (k, C, g, g)
+    for (int64_t scale = 0; scale < spec.num_scales; ++scale) {
+      for (int64_t c = 0; c < shape.channels; ++c) {
+        const float* plane = image + c * plane_size;
+        float* patch = glimpse + (scale * shape.channels + c) * g * g;  // (g, g)
+        for (int64_t oy = 0; oy < g; ++oy)
+          for (int64_t ox = 0; ox < g; ++ox)
+            patch[oy * g + ox] = glimpse_pixel(plane, shape.height, shape.width, cx, cy, spec, scale, oy, ox);
+      }
+    }
+  }
+}
+
+// Input pixels one glimpse reads: C * sum_i (g s^i)^2.
+int64_t work_per_image(const ImageShape& shape, const SensorSpec& spec) {
+  int64_t work = 0;
+  for (int64_t scale = 0; scale < spec.num_scales; ++scale) {
+    const int64_t side = spec.glimpse_size * block_side(spec, scale);
+    work += side * side;
+  }
+  return work * shape.channels;
+}
+
+}  // namespace
+
+void extract_glimpses_cpu(const float* images, const float* locations, float* out, const ImageShape& shape,
+                          const SensorSpec& spec, int threads) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int64_t total_work = work_per_image(shape, spec) * shape.batch;
+  const int64_t useful = std::max<int64_t>(1, total_work / kMinWorkPerThread);
+  const int64_t workers = std::min<int64_t>({static_cast<int64_t>(threads), useful, shape.batch});
+  if (workers <= 1) {
+    extract_range(images, locations, out, shape, spec, 0, shape.batch);
+    return;
+  }
+  // Each image is written by exactly one thread with the same arithmetic, so the result does not depend on `threads`.
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);
+  const int64_t chunk = (shape.batch + workers - 1) / workers;
+  for (int64_t w = 1; w < workers; ++w) {
+    const int64_t begin = w * chunk, end = std::min(shape.batch, begin + chunk);
+    if (begin < end) pool.emplace_back(extract_range, images, locations, out, std::cref(shape), std::cref(spec), begin, end);
+  }
+  extract_range(images, locations, out, shape, spec, 0, std::min(shape.batch, chunk));
+  for (auto& t : pool) t.join();
+}
+
+}  // namespace ram

@@ -1,0 +1,93 @@
+// The glimpse sensor rho(x, l) of the Recurrent Attention Model: the one definition of the contract.
+//
+// images [N, C, H, W] float32 and locations [N, 2] float32 as (x, y) in [-1, 1] (x along the width, (-1, -1) the top-left
+// corner) give glimpses [N, k, C, g, g]. Scale i (0-based) is the square patch of side g * s^i centred on
+// (cx, cy) = (floor((x + 1) / 2 * W), floor((y + 1) / 2 * H)), starting at cx - side / 2, reduced to g x g by averaging
+// non-overlapping s^i x s^i blocks; pixels outside the image count as 0. Locations outside [-1, 1] are clamped.
+// The CPU and the CUDA kernels both call glimpse_pixel(), so they cannot drift; ram_infer/sensor.py is the numpy twin.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define RAM_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define RAM_HOST_DEVICE inline
+#endif
+
+namespace ram {
+
+struct SensorSpec {
+  int64_t glimpse_size;  // g: output side of every scale
+  int64_t num_scales;    // k: patches per glimpse
+  int64_t scale_factor;  // s: patch i has side g * s^i
+};
+
+struct ImageShape {
+  int64_t batch, channels, height, width;
+};
+
+// s^i, the side of one averaging block at scale i.
+RAM_HOST_DEVICE int64_t block_side(const SensorSpec& spec, int64_t scale) {
+  int64_t b = 1;
+  for (int64_t i = 0; i < scale; ++i) b *= spec.scale_factor;
+  return b;
+}
+
+// Centre pixel along an axis of `size` pixels. Computed in double, where (l + 1) / 2 * size is exact for float32 l and
+// size < 2^29, so every implementation (numpy, C++, CUDA, ONNX) agrees on the floor at pixel boundaries.
+RAM_HOST_DEVICE int64_t centre_pixel(float l, int64_t size) {
+  const double clamped = l < -1.0f ? -1.0 : (l > 1.0f ? 1.0 : static_cast<double>(l));
+  return static_cast<int64_t>(floor((clamped + 1.0) * 0.5 * static_cast<double>(size)));
+}
+
+// One output pixel: the mean of the block (oy, ox) of scale `scale` in channel plane `plane` ([H, W]) around (cx, cy).
+// The block is clipped to the image, and its sum divided by the full block area, so outside pixels count as 0.
+// Accumulation in double in row-major order makes the result independent of threads and devices.
+RAM_HOST_DEVICE float glimpse_pixel(const float* plane, int64_t height, int64_t width, int64_t cx, int64_t cy,
+                                    const SensorSpec& spec, int64_t scale, int64_t oy, int64_t ox) {
+  const int64_t b = block_side(spec, scale);
+  const int64_t side = spec.glimpse_size * b;
+  const int64_t row0 = cy - side / 2 + oy * b;
+  const int64_t col0 = cx - side / 2 + ox * b;
+  const int64_t r_begin = row0 < 0 ? 0 : row0;
+  const int64_t r_end = row0 + b > height ? height : row0 + b;
+  const int64_t c_begin = col0 < 0 ? 0 : col0;
+  const int64_t c_end = col0 + b > width ? width : col0 + b;
+  double sum = 0.0;
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    const float* row = plane + r * width;
+    for (int64_t c = c_begin; c < c_end; ++c) sum += row[c];
+  }
+  return static_cast<float>(sum / static_cast<double>(b * b));
+}
+
+// Row of the first NaN in locations [n, 2] (host memory), or -1: NaN has no pixel, so it is an error, not a clamp.
+inline int64_t first_nan_row(const float* locations, int64_t n) {
+  for (int64_t i = 0; i < 2 * n; ++i)
+    if (std::isnan(locations[i])) return i / 2;
+  return -1;
+}
+
+// Number of floats in the output [N, k, C, g, g].
+inline int64_t glimpse_numel(const ImageShape& shape, const SensorSpec& spec) {
+  return shape.batch * spec.num_scales * shape.channels * spec.glimpse_size * spec.glimpse_size;
+}
+
+// CPU kernel (cpu/sensor_cpu.cpp). Inputs must already be validated by the caller (bindings.cpp).
+// threads <= 0 picks the hardware concurrency; small batches always run on the calling thread.
+void extract_glimpses_cpu(const float* images, const float* locations, float* out, const ImageShape& shape,
+                          const SensorSpec& spec, int threads);
+
+#if defined(RAM_INFER_WITH_CUDA)
+// CUDA kernel (cuda/sensor_cuda.cu). Device pointers; `stream` is a cudaStream_t (0 = default stream). Copies the
+// locations to the host first to reject NaN (std::invalid_argument), which also synchronises the stream.
+// Throws std::runtime_error with the CUDA error text if a copy or launch fails.
+void extract_glimpses_cuda(const float* images, const float* locations, float* out, const ImageShape& shape,
+                           const SensorSpec& spec, void* stream);
+// Number of usable CUDA devices; 0 without a GPU or driver.
+int cuda_device_count();
+#endif
+
+}  // namespace ram

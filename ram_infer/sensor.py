@@ -1,0 +1,206 @@
+"""The glimpse sensor ρ(x, l): the front door that picks a backend, and the numpy reference of the contract.
+
+The contract (one definition, shared with ``csrc/sensor.h``): images ``[N, C, H, W]`` float32 and locations ``[N, 2]``
+float32 as ``(x, y)`` in ``[-1, 1]`` (x along the width, ``(-1, -1)`` the top-left corner) give glimpses
+``[N, k, C, g, g]``. Scale ``i`` is the square patch of side ``g·sⁱ`` centred on the pixel
+``(floor((x + 1) / 2 · W), floor((y + 1) / 2 · H))``, starting ``side // 2`` before it, reduced to ``g × g`` by
+averaging non-overlapping ``sⁱ × sⁱ`` blocks. Pixels outside the image count as 0; locations outside ``[-1, 1]`` are
+clamped; NaN locations are an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+try:
+    from ram_infer import _sensor
+except ImportError:  # a source checkout without the compiled module still has the numpy reference
+    _sensor = None
+
+BACKENDS = ("numpy", "cpu", "cuda")
+_MAX_IMAGE_SIDE = 1 << 28
+_MAX_PATCH_SIDE = 1 << 24
+
+
+def available_backends() -> tuple[str, ...]:
+    """Backends usable on this machine, in order of preference for host arrays."""
+    found = ["numpy"]
+    if _sensor is not None:
+        found.insert(0, "cpu")
+        if _sensor.built_with_cuda and _sensor.cuda_device_count() > 0:
+            found.append("cuda")
+    return tuple(found)
+
+
+def extract_glimpses(
+    images: Any,
+    locations: Any,
+    glimpse_size: int,
+    num_scales: int,
+    scale_factor: int = 2,
+    *,
+    backend: str = "auto",
+    out: Any = None,
+    threads: int | None = None,
+    stream: int = 0,
+) -> Any:
+    """Takes the glimpse ρ(x, l) of every image at its location.
+
+    Args:
+        images (ndarray[N, C, H, W], float32): C-contiguous. A CUDA array (anything with ``__cuda_array_interface__``,
+            e.g. a torch CUDA tensor) runs on the GPU.
+        locations (ndarray[N, 2], float32): ``(x, y)`` in ``[-1, 1]``; values outside are clamped.
+        glimpse_size: g, the side of every scale's output.
+        num_scales: k, the number of patches per glimpse.
+        scale_factor: s, patch ``i`` has side ``g·sⁱ``.
+        backend: ``"auto"`` (CUDA for device arrays, else the compiled CPU kernel, else numpy), ``"cpu"``,
+            ``"numpy"`` or ``"cuda"``.
+        out (ndarray[N, k, C, g, g], float32): written in place and returned if given (required for CUDA arrays
+            that have no ``new_empty``).
+        threads: CPU threads for the compiled kernel; None lets it choose. The result does not depend on it.
+        stream: CUDA stream handle for the CUDA backend (0 = the default stream).
+
+    Returns:
+        ndarray[N, k, C, g, g], float32 (a device array of the input's kind for the CUDA backend).
+
+    Raises:
+        ValueError: wrong shape, dtype, contiguity, parameters, or NaN locations.
+        RuntimeError: the requested backend is not available here.
+    """
+    on_device = hasattr(images, "__cuda_array_interface__")
+    if backend == "auto":
+        backend = "cuda" if on_device else ("cpu" if _sensor is not None else "numpy")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
+    if backend == "cuda":
+        return _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream)
+    if on_device:
+        raise ValueError(f"images are a CUDA array; backend {backend!r} needs host memory (use backend='cuda')")
+    images, locations = np.asarray(images), np.asarray(locations)
+    if backend == "numpy":
+        _check_inputs(images, locations, glimpse_size, num_scales, scale_factor)
+        result = extract_glimpses_reference(images, locations, glimpse_size, num_scales, scale_factor)
+        if out is None:
+            return result
+        _check_out(out, result.shape)
+        out[...] = result
+        return out
+    if _sensor is None:
+        raise RuntimeError("the compiled sensor ram_infer._sensor is not built; reinstall with `pip install .`")
+    return _sensor.extract_glimpses_cpu(
+        images, locations, glimpse_size, num_scales, scale_factor, out=out, threads=0 if threads is None else threads
+    )
+
+
+def extract_glimpses_reference(
+    images: np.ndarray, locations: np.ndarray, glimpse_size: int, num_scales: int, scale_factor: int = 2
+) -> np.ndarray:
+    """The contract in plain numpy (float64 sums), used as the reference and as the fallback without the extension.
+
+    Args:
+        images (ndarray[N, C, H, W], float32): already validated.
+        locations (ndarray[N, 2], float32): already validated (no NaN).
+        glimpse_size: g.  num_scales: k.  scale_factor: s.
+
+    Returns:
+        ndarray[N, k, C, g, g], float32.
+    """
+    n, c, h, w = images.shape
+    g = glimpse_size
+    cx = _centre_pixel(locations[:, 0], w)  # (N,)
+    cy = _centre_pixel(locations[:, 1], h)  # (N,)
+    rho = np.empty((n, num_scales, c, g, g), dtype=np.float32)
+    for i in range(num_scales):
+        b = scale_factor**i
+        side = g * b
+        rows = cy[:, None] - side // 2 + np.arange(side)  # (N, side)
+        cols = cx[:, None] - side // 2 + np.arange(side)  # (N, side)
+        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (N, side, side)
+        patch = images[
+            np.arange(n)[:, None, None], :, np.clip(rows, 0, h - 1)[:, :, None], np.clip(cols, 0, w - 1)[:, None, :]
+        ]  # (N, side, side, C)
+        patch = np.where(inside[..., None], patch.astype(np.float64), 0.0)
+        blocks = patch.reshape(n, g, b, g, b, c).sum(axis=(2, 4)) / (b * b)  # (N, g, g, C)
+        rho[:, i] = blocks.transpose(0, 3, 1, 2)
+    return rho
+
+
+def _centre_pixel(l: np.ndarray, size: int) -> np.ndarray:
+    # float64 makes (l + 1) / 2 · size exact for float32 l, so the floor agrees with C++, CUDA and ONNX at boundaries.
+    return np.floor((np.clip(l.astype(np.float64), -1.0, 1.0) + 1.0) * 0.5 * size).astype(np.int64)
+
+
+def _check_inputs(images: Any, locations: Any, glimpse_size: int, num_scales: int, scale_factor: int) -> None:
+    """The checks the compiled binding makes, for the numpy and CUDA paths (same messages)."""
+    for name, value in (("glimpse_size", glimpse_size), ("num_scales", num_scales), ("scale_factor", scale_factor)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if glimpse_size * scale_factor ** (num_scales - 1) > _MAX_PATCH_SIDE:
+        raise ValueError(f"largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= {_MAX_PATCH_SIDE}")
+    if np.dtype(images.dtype) != np.float32:
+        raise ValueError(f"images must be float32, got {images.dtype}")
+    if len(images.shape) != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    if min(c, h, w) < 1:
+        raise ValueError(f"images must have shape (N, C, H, W) with C, H, W >= 1, got {tuple(images.shape)}")
+    if max(h, w) > _MAX_IMAGE_SIDE:
+        raise ValueError(f"image height and width must be <= {_MAX_IMAGE_SIDE}")
+    if np.dtype(locations.dtype) != np.float32:
+        raise ValueError(f"locations must be float32, got {locations.dtype}")
+    if tuple(locations.shape) != (n, 2):
+        raise ValueError(f"locations must have shape ({n}, 2), got {tuple(locations.shape)}")
+    if isinstance(locations, np.ndarray) and np.isnan(locations).any():
+        raise ValueError(f"locations must not be NaN (row {int(np.argwhere(np.isnan(locations))[0, 0])})")
+
+
+def _check_out(out: Any, shape: tuple[int, ...]) -> None:
+    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous float32 ndarray")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out must have shape (N, k, C, g, g) = {tuple(shape)}, got {out.shape}")
+
+
+def _device_pointer(array: Any, name: str, shape: tuple[int, ...] | None = None) -> int:
+    """The device pointer of a C-contiguous float32 CUDA array, after checking its interface."""
+    interface = array.__cuda_array_interface__
+    if np.dtype(interface["typestr"]) != np.float32:
+        raise ValueError(f"{name} must be float32, got {np.dtype(interface['typestr'])}")
+    if interface.get("strides") is not None:
+        expected = tuple(int(np.prod(interface["shape"][i + 1 :])) * 4 for i in range(len(interface["shape"])))
+        if tuple(interface["strides"]) != expected:
+            raise ValueError(f"{name} must be C-contiguous")
+    if shape is not None and tuple(interface["shape"]) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(interface['shape'])}")
+    return int(interface["data"][0])
+
+
+def _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream):
+    if _sensor is None or not _sensor.built_with_cuda:
+        raise RuntimeError("this build of ram_infer has no CUDA sensor (rebuild with RAM_INFER_CUDA=ON and nvcc on PATH)")
+    if _sensor.cuda_device_count() == 0:
+        raise RuntimeError("the CUDA sensor is built but no CUDA device is usable (no GPU or driver)")
+    if not hasattr(locations, "__cuda_array_interface__"):
+        raise ValueError("with CUDA images, locations must be a CUDA array too")
+    shape = tuple(images.__cuda_array_interface__["shape"])
+    if len(shape) != 4:
+        raise ValueError(f"images must have shape (N, C, H, W), got {shape}")
+    n, c = shape[0], shape[1]
+    out_shape = (n, num_scales, c, glimpse_size, glimpse_size)
+    if out is None:
+        if not hasattr(images, "new_empty"):
+            raise ValueError("pass out= (a float32 CUDA array of shape (N, k, C, g, g)) for this kind of CUDA array")
+        out = images.new_empty(out_shape)
+    _sensor.extract_glimpses_cuda(
+        _device_pointer(images, "images"),
+        _device_pointer(locations, "locations", (n, 2)),
+        _device_pointer(out, "out", out_shape),
+        list(shape),
+        glimpse_size,
+        num_scales,
+        scale_factor,
+        stream,
+    )
+    return out
