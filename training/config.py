@@ -1,0 +1,106 @@
+"""Configuration of a RAM model and of its training run: dataclasses with the paper's defaults, and --key=value overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a RecurrentAttention model (saved in every checkpoint and in the ONNX metadata).
+
+    Defaults are the paper's MNIST 28×28 model: 8×8 glimpse, one scale, 6 glimpses, 128/128 → 256 glimpse network and a
+    256-unit core.
+    """
+
+    glimpse_size: int = 8  # g
+    num_scales: int = 1  # k
+    scale_factor: int = 2  # s
+    num_glimpses: int = 6  # T
+    channels: int = 1  # C
+    height: int = 28  # H
+    width: int = 28  # W
+    num_classes: int = 10
+    glimpse_hidden: int = 128  # size of h_g, the "what" pathway
+    location_hidden: int = 128  # size of h_l, the "where" pathway
+    glimpse_features: int = 256  # size of g_t
+    core_hidden: int = 256  # size of h_t
+    core: str = "rnn"  # "rnn" (the paper's ReLU RNN) or "lstm"
+    location_std: float = 0.17  # σ of the Gaussian location policy during training
+    initial_location: tuple[float, float] = (0.0, 0.0)  # l_0: the first glimpse's centre, fixed so inference is deterministic
+
+    def __post_init__(self) -> None:
+        if self.core not in ("rnn", "lstm"):
+            raise ValueError(f"core must be 'rnn' or 'lstm', got {self.core!r}")
+        for name in ("glimpse_size", "num_scales", "scale_factor", "num_glimpses", "channels", "height", "width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        object.__setattr__(self, "initial_location", tuple(float(v) for v in self.initial_location))
+
+    @property
+    def state_size(self) -> int:
+        """S, the width of the packed recurrent state: h_t for the RNN, [h_t, c_t] for the LSTM."""
+        return self.core_hidden * (2 if self.core == "lstm" else 1)
+
+
+@dataclass
+class TrainConfig:
+    """A training run: the data set, the model, and the optimisation (saved in every checkpoint)."""
+
+    task: str = "mnist"  # mnist, translated60, cluttered60 or cluttered100 (training/data.py)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    batch_size: int = 128  # images per optimiser step (per process under torchrun)
+    mc_samples: int = 1  # M: location-policy samples per image, vectorised along the batch
+    steps: int = 20_000  # optimiser steps in total
+    learning_rate: float = 1e-3  # Adam
+    lr_decay_to: float = 0.05  # cosine decay of the learning rate to this fraction of the start
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0  # max global gradient norm
+    reinforce_weight: float = 1.0  # weight of the REINFORCE term
+    baseline_weight: float = 1.0  # weight of the baseline MSE
+    aux_weight: float = 0.0  # weight of the per-step classification loss (anytime prediction / early exit)
+    location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
+    seed: int = 0
+    data_root: str | None = None
+    eval_every: int = 1000  # steps between validation runs (mean policy)
+    eval_images: int = 10_000  # validation images per evaluation
+    checkpoint_every: int = 500  # steps between checkpoints
+    log_every: int = 50  # steps between JSON-lines log records
+    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        values = dict(values)
+        model = ModelConfig(**values.pop("model", {}))
+        return cls(model=model, **values)
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Returns a copy of ``config`` with ``key=value`` overrides applied; ``model.key=value`` reaches the model.
+
+    Values are parsed as JSON when they can be (numbers, booleans, null, lists), else taken as strings.
+
+    Raises:
+        ValueError: an override is not ``key=value`` or names an unknown field.
+    """
+    top = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.lstrip("-").partition("=")
+        if not sep:
+            raise ValueError(f"override must look like key=value, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target, name = (top["model"], key[len("model.") :]) if key.startswith("model.") else (top, key)
+        if name not in target or name == "model":
+            known = sorted(k for k in target if k != "model")
+            raise ValueError(f"unknown setting {key!r}; known: {', '.join(known)}")
+        target[name] = value
+    return TrainConfig.from_dict(top)
