@@ -139,8 +139,7 @@ def _check_inputs(images: Any, locations: Any, glimpse_size: int, num_scales: in
             raise ValueError(f"{name} must be >= 1, got {value}")
     if glimpse_size * scale_factor ** (num_scales - 1) > _MAX_PATCH_SIDE:
         raise ValueError(f"largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= {_MAX_PATCH_SIDE}")
-    if np.dtype(images.dtype) != np.float32:
-        raise ValueError(f"images must be float32, got {images.dtype}")
+    _check_float32_c_contiguous(images, "images")
     if len(images.shape) != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     n, c, h, w = images.shape
@@ -148,17 +147,29 @@ def _check_inputs(images: Any, locations: Any, glimpse_size: int, num_scales: in
         raise ValueError(f"images must have shape (N, C, H, W) with C, H, W >= 1, got {tuple(images.shape)}")
     if max(h, w) > _MAX_IMAGE_SIDE:
         raise ValueError(f"image height and width must be <= {_MAX_IMAGE_SIDE}")
-    if np.dtype(locations.dtype) != np.float32:
-        raise ValueError(f"locations must be float32, got {locations.dtype}")
+    _check_float32_c_contiguous(locations, "locations")
     if tuple(locations.shape) != (n, 2):
         raise ValueError(f"locations must have shape ({n}, 2), got {tuple(locations.shape)}")
     if isinstance(locations, np.ndarray) and np.isnan(locations).any():
         raise ValueError(f"locations must not be NaN (row {int(np.argwhere(np.isnan(locations))[0, 0])})")
 
 
+def _check_float32_c_contiguous(array: np.ndarray, name: str) -> None:
+    """The binding's check_float32_c_contiguous (same order and messages), so every backend rejects the same arrays."""
+    if np.dtype(array.dtype) != np.float32:
+        raise ValueError(f"{name} must be float32, got {array.dtype}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not array.flags.aligned:
+        raise ValueError(f"{name} must be aligned")
+
+
 def _check_out(out: Any, shape: tuple[int, ...]) -> None:
-    if not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous:
-        raise ValueError("out must be a C-contiguous float32 ndarray")
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy ndarray, got {type(out).__name__}")
+    _check_float32_c_contiguous(out, "out")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
     if out.shape != tuple(shape):
         raise ValueError(f"out must have shape (N, k, C, g, g) = {tuple(shape)}, got {out.shape}")
 
