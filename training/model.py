@@ -70,13 +70,22 @@ class RecurrentAttention(nn.Module):
         h_t, state_t = self.core_net(g_t, state_prev)  # (N, hidden), (N, S)
         return Step(state_t, self.location_net(h_t), self.action_net(h_t), self.baseline_net(h_t))
 
-    def rollout(self, x: torch.Tensor, location_std: float | None = None) -> Rollout:
+    def forward(
+        self, x: torch.Tensor, location_std: float | None = None, generator: torch.Generator | None = None
+    ) -> Rollout:
+        """The episode (rollout), as forward() so DistributedDataParallel can wrap the model."""
+        return self.rollout(x, location_std, generator)
+
+    def rollout(
+        self, x: torch.Tensor, location_std: float | None = None, generator: torch.Generator | None = None
+    ) -> Rollout:
         """Runs a whole episode of T glimpses.
 
         Args:
             x (Tensor[N, C, H, W], float32): images.
             location_std: σ of the location policy; l_t ~ N(μ_t, σ²) clipped to [-1, 1]. None or 0 follows the
                 mean μ_t, deterministically, exactly as the runtime does.
+            generator: the source of the location noise (training seeds one per step, so a resumed run is exact).
 
         Returns:
             Rollout with per-step logits, the glimpse centres, and the log-probabilities and baselines of the sampled
@@ -94,7 +103,8 @@ class RecurrentAttention(nn.Module):
             if t == T - 1:
                 break  # the last μ_T would place a glimpse that is never taken
             if location_std:
-                sample = (step.mean + location_std * torch.randn_like(step.mean)).detach()  # (N, 2)
+                noise = torch.randn(step.mean.shape, generator=generator, device=step.mean.device)  # (N, 2)
+                sample = (step.mean + location_std * noise).detach()  # (N, 2)
                 log_probs.append(torch.distributions.Normal(step.mean, location_std).log_prob(sample).sum(1))
                 baselines.append(step.baseline)
                 l_t = sample.clamp(-1.0, 1.0)

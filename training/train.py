@@ -1,0 +1,294 @@
+"""ram-train: trains RAM on a preset with resumable checkpoints and torchrun data parallelism; evaluates and exports."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from training.config import TrainConfig, apply_overrides
+from training.data import TrainStream, fixed_split
+from training.losses import hybrid_loss
+from training.model import RecurrentAttention
+from training.presets import PRESETS, load_preset
+
+CHECKPOINT = "checkpoint.pt"  # the latest state, rewritten atomically every checkpoint_every steps
+BEST = "best.pt"  # the model with the lowest validation error so far
+LOG = "log.jsonl"
+# Settings that may change when a run resumes; the others define the run and come from the checkpoint.
+RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root"}
+
+
+def learning_rate_at(config: TrainConfig, step: int) -> float:
+    """Cosine decay from learning_rate to learning_rate · lr_decay_to over the run."""
+    progress = min(step / max(config.steps, 1), 1.0)
+    factor = config.lr_decay_to + (1.0 - config.lr_decay_to) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.learning_rate * factor
+
+
+def location_std_at(config: TrainConfig, step: int) -> float:
+    """σ of the location policy: constant, or annealed linearly to location_std_final."""
+    start = config.model.location_std
+    if config.location_std_final is None:
+        return start
+    return start + (config.location_std_final - start) * min(step / max(config.steps, 1), 1.0)
+
+
+def step_generator(config: TrainConfig, step: int, rank: int, device: torch.device) -> torch.Generator:
+    """The location noise of one step on one rank: a function of (seed, step, rank) so a resumed run is exact."""
+    seed = int(np.random.SeedSequence([config.seed, step, rank, 2]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def evaluate_error(model: RecurrentAttention, images: np.ndarray, labels: np.ndarray, device: torch.device,
+                   batch_size: int = 1000) -> float:
+    """Test error (fraction) of the mean policy: the deterministic episode the runtime runs."""
+    wrong = 0
+    with torch.no_grad():
+        for begin in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[begin : begin + batch_size]).to(device)
+            answer = model.rollout(x).logits[-1].argmax(1).cpu().numpy()
+            wrong += int((answer != labels[begin : begin + batch_size]).sum())
+    return wrong / max(len(images), 1)
+
+
+class Trainer:
+    """One training run: model, optimiser, data stream, checkpoints and log in ``out_dir``."""
+
+    def __init__(self, config: TrainConfig, out_dir: Path, device: torch.device, rank: int = 0, world_size: int = 1):
+        self.config, self.out_dir, self.device = config, out_dir, device
+        self.rank, self.world_size = rank, world_size
+        torch.manual_seed(config.seed)  # the initial weights
+        self.model = RecurrentAttention(config.model).to(device)
+        self.network = DistributedDataParallel(self.model) if world_size > 1 else self.model
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.stream = TrainStream(config.task, root=config.data_root, seed=config.seed,
+                                  batch_size=config.batch_size, rank=rank, world_size=world_size)
+        self.step, self.elapsed, self.best_error = 0, 0.0, math.inf
+        self._valid: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "best_error": self.best_error,
+        }
+
+    def load(self, checkpoint: dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.step, self.elapsed, self.best_error = checkpoint["step"], checkpoint["elapsed"], checkpoint["best_error"]
+
+    def save(self, name: str, state: dict[str, Any]) -> None:
+        """Writes atomically, so an interruption never leaves a half-written checkpoint."""
+        path = self.out_dir / name
+        torch.save(state, path.with_suffix(".tmp"))
+        os.replace(path.with_suffix(".tmp"), path)
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / LOG, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def train_step(self) -> dict[str, float]:
+        """One optimiser step on the batch and the location noise that belong to self.step."""
+        c = self.config
+        images, labels = self.stream.batch(self.step)
+        x = torch.from_numpy(images).to(self.device).repeat(c.mc_samples, 1, 1, 1)  # (M·B, C, H, W)
+        y = torch.from_numpy(labels).to(self.device).repeat(c.mc_samples)  # (M·B,)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(c, self.step)
+        sigma = location_std_at(c, self.step)
+        rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
+        terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
+                            aux_weight=c.aux_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        record = {name: value.item() for name, value in terms._asdict().items()}
+        record.update(grad_norm=float(grad_norm), lr=learning_rate_at(c, self.step - 1), sigma=sigma)
+        return record
+
+    def validation_error(self) -> float:
+        if self._valid is None:
+            self._valid = fixed_split(self.config.task, "valid", root=self.config.data_root,
+                                      limit=self.config.eval_images)
+        self.model.eval()
+        error = evaluate_error(self.model, *self._valid, self.device)
+        self.model.train()
+        return error
+
+    def run(self, progress: bool = True) -> dict[str, Any]:
+        """Trains until config.steps, logging, evaluating and checkpointing on the way; returns the last records."""
+        c = self.config
+        bar = None
+        if progress and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
+        window_start, window_steps, last = time.perf_counter(), 0, {}
+        while self.step < c.steps:
+            started = time.perf_counter()
+            record = self.train_step()
+            self.elapsed += time.perf_counter() - started
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if self.step % c.log_every == 0 or self.step == c.steps:
+                seconds = time.perf_counter() - window_start
+                images_per_s = window_steps * c.batch_size * c.mc_samples * self.world_size / max(seconds, 1e-9)
+                last = {"step": self.step, "epoch": self.step / self.stream.steps_per_epoch, **record,
+                        "images_per_s": images_per_s, "elapsed_s": self.elapsed}
+                if self.is_main:
+                    self.log(last)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{record['total']:.3f}", acc=f"{record['reward']:.3f}",
+                                        img_s=f"{images_per_s:.0f}")
+                window_start, window_steps = time.perf_counter(), 0
+            if self.step % c.eval_every == 0 or self.step == c.steps:
+                self.evaluate_and_keep_best(last)
+            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                self.checkpoint()
+        if bar is not None:
+            bar.close()
+        return last
+
+    def evaluate_and_keep_best(self, last: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        started = time.perf_counter()
+        error = self.validation_error()
+        self.elapsed += time.perf_counter() - started
+        if error < self.best_error:
+            self.best_error = error
+            self.save(BEST, {"config": self.config.to_dict(), "model": self.model.state_dict(),
+                             "step": self.step, "valid_error": error})
+        self.log({"step": self.step, "valid_error": error, "best_valid_error": self.best_error,
+                  "elapsed_s": self.elapsed})
+        last["valid_error"] = error
+
+    def checkpoint(self) -> None:
+        if self.is_main:
+            self.save(CHECKPOINT, self.state())
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device")
+    return torch.device(name)
+
+
+def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) -> TrainConfig:
+    if checkpoint is None:
+        return apply_overrides(load_preset(args.preset), args.overrides)
+    changed = {item.lstrip("-").partition("=")[0] for item in args.overrides}
+    if changed - RESUMABLE_OVERRIDES:
+        raise ValueError(f"cannot change {', '.join(sorted(changed - RESUMABLE_OVERRIDES))} when resuming; "
+                         f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
+    return apply_overrides(TrainConfig.from_dict(checkpoint["config"]), args.overrides)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drops log records written after the checkpoint being resumed, so the log reads as one uninterrupted run."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def command_train(args: argparse.Namespace) -> int:
+    out_dir = Path(args.out)
+    checkpoint_path = out_dir / CHECKPOINT
+    checkpoint = None
+    if checkpoint_path.exists():
+        if not args.resume:
+            raise ValueError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    elif args.resume and args.preset is None:
+        raise ValueError(f"{checkpoint_path}: no checkpoint to resume from, and no --preset to start one")
+    if checkpoint is None and args.preset is None:
+        raise ValueError("choose a --preset: " + ", ".join(PRESETS))
+    config = build_config(args, checkpoint)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = pick_device(args.device)
+    if world_size > 1:
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(config, out_dir, device, rank, world_size)
+    if checkpoint is not None:
+        trainer.load(checkpoint)
+        if trainer.is_main:
+            truncate_log(out_dir / LOG, trainer.step)
+    elif trainer.is_main:
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (out_dir / LOG).write_text("")
+    try:
+        last = trainer.run(progress=not args.no_progress)
+    finally:
+        if world_size > 1:
+            dist.destroy_process_group()
+    if trainer.is_main:
+        print(json.dumps({"step": trainer.step, "best_valid_error": trainer.best_error,
+                          "elapsed_s": round(trainer.elapsed, 1), "last": last}))
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ram-train", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train (or resume) a model",
+                                description="Train RAM. Settings: a preset, then key=value overrides "
+                                            "(model.key=value for the model), e.g. steps=2000 model.core=lstm.")
+    train.add_argument("--preset", choices=PRESETS, help="the data set and its paper-style defaults")
+    train.add_argument("--out", required=True, help="run directory: checkpoint.pt, best.pt, log.jsonl, config.json")
+    train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("overrides", nargs="*", metavar="key=value")
+    train.set_defaults(handler=command_train)
+    from training import evaluate  # the eval/export commands live beside their code
+
+    evaluate.add_commands(commands)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"ram-train: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
