@@ -1,0 +1,62 @@
+"""The machine a benchmark ran on, as a dict and as markdown lines, so every results table records it the same way."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("numpy", "torch", "onnxruntime")
+
+
+def _cpu_model() -> str:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:  # not Linux: platform's answer is the best there is
+        return platform.processor() or "unknown"
+    for line in cpuinfo.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a checkout (an installed copy)
+        return "unknown"
+    return f"{commit} (with uncommitted changes)" if changed else commit
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_details() -> dict[str, str]:
+    """What decides the numbers: CPU, cores, load, OS, Python, library versions and the code's commit."""
+    details = {
+        "CPU": _cpu_model(),
+        "cores": f"{os.cpu_count()} ({len(os.sched_getaffinity(0))} usable by this process)",
+        "load average (1, 5, 15 min)": ", ".join(f"{load:.2f}" for load in os.getloadavg()),
+        "OS": platform.platform(),
+        "Python": platform.python_version(),
+    }
+    details.update({package: _version(package) for package in PACKAGES})
+    details["git commit"] = _git_commit()
+    return details
+
+
+def markdown_lines(details: dict[str, str]) -> list[str]:
+    """The details as a markdown bullet list."""
+    return [f"- {key}: {value}" for key, value in details.items()]
