@@ -138,16 +138,21 @@ class Trainer:
         self.model.train()
         return error
 
-    def run(self, progress: bool = True) -> dict[str, Any]:
-        """Trains until config.steps, logging, evaluating and checkpointing on the way; returns the last records."""
+    def run(self, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
+        """Trains until config.steps (or stop_at), logging, evaluating and checkpointing on the way.
+
+        Returns:
+            the last log record.
+        """
         c = self.config
+        stop = c.steps if stop_at is None else min(stop_at, c.steps)
         bar = None
         if progress and self.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=c.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
         window_start, window_steps, last = time.perf_counter(), 0, {}
-        while self.step < c.steps:
+        while self.step < stop:
             started = time.perf_counter()
             record = self.train_step()
             self.elapsed += time.perf_counter() - started
@@ -167,7 +172,7 @@ class Trainer:
                 window_start, window_steps = time.perf_counter(), 0
             if self.step % c.eval_every == 0 or self.step == c.steps:
                 self.evaluate_and_keep_best(last)
-            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+            if self.step % c.checkpoint_every == 0 or self.step in (c.steps, stop):
                 self.checkpoint()
         if bar is not None:
             bar.close()
@@ -252,7 +257,7 @@ def command_train(args: argparse.Namespace) -> int:
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (out_dir / LOG).write_text("")
     try:
-        last = trainer.run(progress=not args.no_progress)
+        last = trainer.run(progress=not args.no_progress, stop_at=args.stop_at)
     finally:
         if world_size > 1:
             dist.destroy_process_group()
@@ -273,6 +278,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--stop-at", type=int, metavar="STEP",
+                       help="checkpoint and stop at this step (resume later with --resume); the schedule is unchanged")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(handler=command_train)
     from training import evaluate  # the eval/export commands live beside their code

