@@ -4,14 +4,16 @@ Run from the repository root (writes a markdown table that records the machine):
 
     python benchmarks/bench_sensor.py [--quick] [--out benchmarks/results/sensor.md]
 
-The PyTorch loop is the kind eager RAM reimplementations use (kevinzakka/recurrent-visual-attention, ``Retina.foveate``):
-for each scale pad the batch, slice every sample's patch in a Python loop, stack, and average-pool to g×g. It follows
-this project's contract (per-axis centre, floor in float64), so its output is checked against ours before any timing.
+The PyTorch loop is the kind eager RAM reimplementations use (kevinzakka/recurrent-visual-attention,
+``Retina.foveate``): for each scale pad the batch, slice every sample's patch in a Python loop, stack, and average-pool
+to g×g. It follows this project's contract (per-axis centre, floor in float64), so its output is checked against ours
+before any timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import shlex
 import statistics
@@ -69,8 +71,21 @@ def methods(images: np.ndarray, locations: np.ndarray) -> dict[str, Callable[[],
         contenders["C++ (1 thread)"] = lambda: extract_glimpses(images, locations, **GLIMPSE, backend="cpu", threads=1)
         contenders["C++"] = lambda: extract_glimpses(images, locations, **GLIMPSE, backend="cpu")
     contenders["numpy reference"] = lambda: extract_glimpses(images, locations, **GLIMPSE, backend="numpy")
-    contenders["torch crop loop"] = lambda: torch_crop_loop(x, l, *GLIMPSE.values())
+    crop_loop = functools.partial(torch_crop_loop, x, l, *GLIMPSE.values())
+    contenders["torch loop (1 thread)"] = functools.partial(_on_one_torch_thread, crop_loop)
+    contenders["torch loop"] = crop_loop
     return contenders
+
+
+def _on_one_torch_thread(run: Callable[[], object]) -> object:
+    # On a busy 2-core machine torch's second intra-op thread waits for a core, which can cost torch 10× or more;
+    # one thread shows what the loop costs without that, so the ratios below never flatter the C++ kernel.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def batch(n: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,6 +138,12 @@ def measure(min_repeat_seconds: float, repeats: int) -> list[dict[str, object]]:
     return rows
 
 
+def _best(row: dict[str, object], contender: str) -> float | None:
+    """The higher rate of `contender` with one thread and with its default threads (None if it did not run)."""
+    rates = [row[name] for name in (contender, f"{contender} (1 thread)") if name in row]
+    return max(rates, default=None)
+
+
 def _ratio(numerator: float | None, denominator: float) -> str:
     return "—" if numerator is None else f"{numerator / denominator:,.1f}×"
 
@@ -136,7 +157,8 @@ def report(rows: list[dict[str, object]], differences: dict[str, float], command
         "",
         f"Glimpses per second (one glimpse = k patches of one image; higher is better), median of {settings}.",
         f"Sensor g={g}, k={k}, s={s}; square single-channel images; random locations in [-1, 1].",
-        f"C++ uses every core unless marked; torch runs with {torch.get_num_threads()} intra-op threads.",
+        f"Unmarked columns use each library's default threads ({torch.get_num_threads()} for torch, all cores for C++);"
+        " the ratios take each side's better rate of one thread and default threads.",
         "",
         f"Command: `{command}`",
         "",
@@ -148,15 +170,15 @@ def report(rows: list[dict[str, object]], differences: dict[str, float], command
     ]
     for row in rows:
         rates = " | ".join(f"{row[name]:,.0f}" for name in names)
-        cpp = row.get("C++")
+        cpp = _best(row, "C++")
         lines.append(
             f"| {row['batch']} | {row['side']}×{row['side']} | {rates} | "
-            f"{_ratio(cpp, row['torch crop loop'])} | {_ratio(cpp, row['numpy reference'])} |"
+            f"{_ratio(cpp, _best(row, 'torch loop'))} | {_ratio(cpp, row['numpy reference'])} |"
         )
     lines += ["", f"Max |difference| from the numpy reference before timing: "
               + ", ".join(f"{name} {value:.1e}" for name, value in differences.items()) + "."]
     if "C++" in names:
-        at_256 = [row["C++"] / row["torch crop loop"] for row in rows if row["batch"] == 256]
+        at_256 = [_best(row, "C++") / _best(row, "torch loop") for row in rows if row["batch"] == 256]
         verdict = "met" if min(at_256) >= TARGET_RATIO else "not met"
         lines.append(
             f"Target C++ ≥ {TARGET_RATIO}× the torch loop at batch 256: {verdict} "

@@ -112,7 +112,7 @@ def max_difference(actual: np.ndarray, expected: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Hand-computed glimpses of a 4×4 image holding 1..16 row by row (pixel (row r, column c) = 4r + c + 1), and of a
-# non-square 2×3 image holding 1..6. Every expected value is an exact float32, so all implementations must match exactly.
+# non-square 2×3 image holding 1..6. Every expected value is an exact float32, so every implementation must give it.
 IMAGE_4X4 = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
 IMAGE_2X3 = np.arange(1, 7, dtype=np.float32).reshape(1, 1, 2, 3)
 HAND_CASES = [
@@ -312,7 +312,8 @@ def test_invalid_input_raises(host_backend, changes, message):
 
 
 def test_unknown_backend_raises():
-    with pytest.raises(ValueError, match=re.escape("backend must be one of ('auto', 'numpy', 'cpu', 'cuda'), got 'tpu'")):
+    message = "backend must be one of ('auto', 'numpy', 'cpu', 'cuda'), got 'tpu'"
+    with pytest.raises(ValueError, match=re.escape(message)):
         extract_glimpses(**VALID, backend="tpu")
 
 

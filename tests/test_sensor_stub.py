@@ -1,4 +1,4 @@
-"""Checks that the type stub ram_infer/_sensor.pyi and the compiled module name the same things, with the same parameters.
+"""Checks that the stub ram_infer/_sensor.pyi and the compiled module name the same things with the same parameters.
 
 The stub is read with ``ast`` next to the imported package, so an installed wheel is checked against the stub it ships.
 pybind11 writes each function's signature as the first line of its docstring, which is Python syntax, so ``ast`` reads
