@@ -148,8 +148,10 @@ def _ratio(numerator: float | None, denominator: float) -> str:
     return "—" if numerator is None else f"{numerator / denominator:,.1f}×"
 
 
-def report(rows: list[dict[str, object]], differences: dict[str, float], command: str, settings: str) -> list[str]:
-    """The results as markdown: parameters, command, machine, table, and the target's verdict."""
+def report(
+    rows: list[dict[str, object]], differences: dict[str, float], command: str, settings: str, machine: dict[str, str]
+) -> list[str]:
+    """The results as markdown: parameters, command, machine (as it was before measuring), table, target's verdict."""
     names = [name for name in rows[0] if name not in ("batch", "side")]
     g, k, s = GLIMPSE.values()
     lines = [
@@ -162,8 +164,8 @@ def report(rows: list[dict[str, object]], differences: dict[str, float], command
         "",
         f"Command: `{command}`",
         "",
-        "Machine:",
-        *markdown_lines(machine_details()),
+        "Machine, before measuring:",
+        *markdown_lines(machine),
         "",
         "| batch | image | " + " | ".join(names) + " | C++ / torch loop | C++ / numpy |",
         "|---:|---:|" + "---:|" * (len(names) + 2),
@@ -175,7 +177,7 @@ def report(rows: list[dict[str, object]], differences: dict[str, float], command
             f"| {row['batch']} | {row['side']}×{row['side']} | {rates} | "
             f"{_ratio(cpp, _best(row, 'torch loop'))} | {_ratio(cpp, row['numpy reference'])} |"
         )
-    lines += ["", f"Max |difference| from the numpy reference before timing: "
+    lines += ["", "Max |difference| from the numpy reference before timing: "
               + ", ".join(f"{name} {value:.1e}" for name, value in differences.items()) + "."]
     if "C++" in names:
         at_256 = [_best(row, "C++") / _best(row, "torch loop") for row in rows if row["batch"] == 256]
@@ -195,11 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     min_repeat_seconds, repeats = (0.0, 1) if args.quick else (0.25, 7)
     settings = f"{repeats} repeats of at least {min_repeat_seconds} s after a warm-up call"
+    machine = machine_details()  # first, so the load average is the other processes', not this script's
     differences = check_parity()
     rows = measure(min_repeat_seconds, repeats)
     command = shlex.join(["python", sys.argv[0], *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(report(rows, differences, command, settings)) + "\n", encoding="utf-8")
+    args.out.write_text("\n".join(report(rows, differences, command, settings, machine)) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     return 0
 
