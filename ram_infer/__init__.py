@@ -1,6 +1,20 @@
-"""ram-infer: the Recurrent Attention Model (Mnih et al. 2014) run without PyTorch."""
+"""ram-infer: the Recurrent Attention Model (Mnih et al. 2014) run without PyTorch.
 
+The engine names (``load_model``, ``Engine``, ``Prediction``) load onnxruntime on first use, so ``ram-infer
+--version`` and ``import ram_infer`` for the sensor alone stay fast.
+"""
+
+from ram_infer.metadata import ModelFormatError
 from ram_infer.sensor import extract_glimpses
 
 __version__ = "0.1.0"
-__all__ = ["extract_glimpses", "__version__"]
+__all__ = ["extract_glimpses", "load_model", "Engine", "Prediction", "ModelFormatError", "__version__"]
+_ENGINE_NAMES = ("load_model", "Engine", "Prediction")
+
+
+def __getattr__(name: str):
+    if name in _ENGINE_NAMES:
+        from ram_infer import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'ram_infer' has no attribute {name!r}")

@@ -1,0 +1,261 @@
+"""The ``ram-infer`` command: classify image files with a RAM model and print one result per file (text or JSON lines).
+
+    ram-infer FILE_OR_DIR... [--model NAME|PATH] [--json] [--top-k K] [--trace OUT.png|OUT.gif]
+              [--early-exit P] [--threads N] [--batch-size B]
+    ram-infer --list-models [--json]
+    ram-infer --version
+
+A directory stands for the image files directly inside it (by suffix, sorted). ``--trace OUT`` draws the glimpse
+path of each image; with several inputs, each gets ``OUT``'s name with the input's stem appended
+(``trace.png`` → ``trace_digit_7.png``), so two inputs with the same stem overwrite each other's trace.
+
+An input that fails (missing, empty, corrupt, unreadable, a directory without images) prints one line
+``file: problem`` on stderr (and ``{"file", "error"}`` on stdout with ``--json``); the other inputs are still
+processed, and the exit status is 2. A model that cannot be loaded stops everything with one line and status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence, TextIO
+
+from ram_infer import __version__
+
+DEFAULT_MODEL = "mnist"
+EXIT_OK, EXIT_FAILED = 0, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: the arguments without the program name; None reads ``sys.argv``.
+
+    Returns:
+        0 if every input was classified, 2 if any failed or the model could not be loaded.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--version" in argv:  # fast path: no onnxruntime, no Pillow
+        print(f"ram-infer {__version__}")
+        return EXIT_OK
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed the usage error (or --help)
+        return exit.code if isinstance(exit.code, int) else EXIT_FAILED
+    return _Run(args, sys.stdout, sys.stderr).run()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ram-infer",
+        description="Classify images with a Recurrent Attention Model (a few glimpses per image, no PyTorch).",
+        epilog="Exit status: 0 if every input was classified, 2 if any failed.",
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="image files or directories of images")
+    parser.add_argument("--model", default=None, help=f"bundled model name or .onnx path (default: {DEFAULT_MODEL})")
+    parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    parser.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="also report the K best classes")
+    parser.add_argument("--trace", type=Path, default=None, metavar="OUT", help="draw the glimpse path (.png, or .gif)")
+    parser.add_argument("--early-exit", type=_probability, default=None, metavar="P", help="stop at confidence >= P")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: all)")
+    parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="B", help="images per batch")
+    parser.add_argument("--list-models", action="store_true", help="list the bundled models and exit")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+class _Run:
+    """One invocation: expands the inputs, loads the model, classifies in batches, prints in input order."""
+
+    def __init__(self, args: argparse.Namespace, out: TextIO, err: TextIO):
+        self.args = args
+        self.out = out
+        self.err = err
+        self.failed = False
+
+    def run(self) -> int:
+        from ram_infer.engine import bundled_models
+
+        if self.args.list_models:
+            return self.list_models(bundled_models())
+        if not self.args.files:
+            self.err.write("ram-infer: no input files (see ram-infer --help)\n")
+            return EXIT_FAILED
+        engine = self.load(bundled_models())
+        if engine is None:
+            return EXIT_FAILED
+        inputs = self.expand(self.args.files)
+        progress = _Progress(len(inputs), self.args.batch_size, self.err)
+        for begin in range(0, len(inputs), self.args.batch_size):
+            self.classify(engine, inputs[begin : begin + self.args.batch_size], several=len(inputs) > 1)
+            progress.update(min(len(inputs), begin + self.args.batch_size))
+        progress.close()
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+    def fail(self, file: str, problem: str) -> None:
+        """Reports one failed input: ``file: problem`` on stderr, and a JSON line on stdout with --json."""
+        self.failed = True
+        message = problem if problem.startswith(f"{file}: ") else f"{file}: {problem}"
+        self.err.write(message + "\n")
+        if self.args.json:
+            self.out.write(json.dumps({"file": file, "error": message[len(file) + 2 :]}) + "\n")
+
+    def load(self, bundled: dict):
+        from ram_infer.engine import load_model
+        from ram_infer.metadata import ModelFormatError
+
+        name = self.args.model or DEFAULT_MODEL
+        if self.args.model is None and DEFAULT_MODEL not in bundled:
+            self.err.write(
+                f"ram-infer: no bundled model '{DEFAULT_MODEL}' in this installation yet; pass --model PATH.onnx "
+                "(export one with python -m training.export)\n"
+            )
+            return None
+        try:
+            return load_model(name, threads=self.args.threads)
+        except (ModelFormatError, OSError) as error:
+            self.err.write(f"{error}\n")
+            return None
+
+    def expand(self, names: Sequence[str]) -> list[str]:
+        """Files as given; directories replaced by the image files inside them (sorted); empty ones reported."""
+        from ram_infer.images import IMAGE_SUFFIXES
+
+        files = []
+        for name in names:
+            path = Path(name)
+            if not path.is_dir():
+                files.append(name)
+                continue
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                self.fail(name, f"directory has no image files ({', '.join(IMAGE_SUFFIXES)})")
+            files += [str(p) for p in found]
+        return files
+
+    def classify(self, engine, files: list[str], several: bool) -> None:
+        import numpy as np
+
+        from ram_infer.images import ImageError, load_image
+
+        decoded: dict[str, np.ndarray] = {}
+        problems: dict[int, str] = {}
+        for i, file in enumerate(files):
+            try:
+                decoded[i] = load_image(file, engine.info.input)
+            except ImageError as error:
+                problems[i] = str(error)
+        good = sorted(decoded)
+        row_of = {i: row for row, i in enumerate(good)}
+        if good:
+            x = np.stack([decoded[i] for i in good])  # (n, C, H, W)
+            prediction = engine.predict(x, early_exit=self.args.early_exit, batch_size=self.args.batch_size)
+        for i, file in enumerate(files):
+            if i in problems:
+                self.fail(file, problems[i])
+                continue
+            self.report(engine.info, file, prediction, row_of[i])
+            if self.args.trace is not None:
+                self.trace(engine.info, file, decoded[i], prediction, row_of[i], several)
+
+    def report(self, info, file: str, prediction, row: int) -> None:
+        probabilities = prediction.probabilities[row]
+        label = info.labels[int(prediction.labels[row])]
+        used = int(prediction.glimpses_used[row])
+        confidence = float(probabilities[prediction.labels[row]])
+        top = []
+        if self.args.top_k:
+            order = sorted(range(len(probabilities)), key=lambda c: (-probabilities[c], c))[: self.args.top_k]
+            top = [(info.labels[c], float(probabilities[c])) for c in order]
+        if self.args.json:
+            record = {
+                "file": file,
+                "label": label,
+                "confidence": round(confidence, 6),
+                "locations": [[round(float(v), 6) for v in xy] for xy in prediction.locations[row, :used]],
+                "glimpses_used": used,
+            }
+            if top:
+                record["top_k"] = [{"label": name, "probability": round(p, 6)} for name, p in top]
+            self.out.write(json.dumps(record) + "\n")
+            return
+        line = f"{file}: {label} ({confidence:.1%}, {used} glimpses)"
+        if top:
+            line += "  top " + ", ".join(f"{name} {p:.1%}" for name, p in top)
+        self.out.write(line + "\n")
+
+    def trace(self, info, file: str, image, prediction, row: int, several: bool) -> None:
+        from ram_infer.draw import draw_glimpses, save_trace
+
+        out = self.args.trace
+        if several:
+            out = out.with_name(f"{out.stem}_{Path(file).stem}{out.suffix}")
+        frames = draw_glimpses(
+            image, prediction.locations[row], info.sensor, info.input, glimpses_used=int(prediction.glimpses_used[row])
+        )
+        try:
+            save_trace(out, frames)
+        except (OSError, ValueError) as error:
+            self.fail(file, f"cannot write the trace {out} ({error})")
+
+    def list_models(self, bundled: dict) -> int:
+        from ram_infer import engine
+        from ram_infer.metadata import ModelFormatError
+
+        if not bundled:
+            self.out.write(f"no bundled models yet (looked in {engine.MODELS_DIR})\n")
+            return EXIT_OK
+        for name, path in bundled.items():
+            try:
+                info = engine.load_model(path, threads=1).info
+            except (ModelFormatError, OSError) as error:
+                self.fail(name, str(error))
+                continue
+            error = "not measured" if info.test_error is None else f"{info.test_error:.2%}"
+            if self.args.json:
+                record = {
+                    "name": name,
+                    "path": str(path),
+                    "dataset": info.dataset,
+                    "test_error": info.test_error,
+                    "num_glimpses": info.num_glimpses,
+                }
+                self.out.write(json.dumps(record) + "\n")
+            else:
+                self.out.write(f"{name}: {info.dataset}, test error {error}, {info.num_glimpses} glimpses ({path})\n")
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+class _Progress:
+    """``done/total`` on one rewritten stderr line, only when stderr is a terminal and there is more than a batch."""
+
+    def __init__(self, total: int, batch_size: int, stream: TextIO):
+        self.total = total
+        self.stream = stream
+        self.shown = total > batch_size and stream.isatty()
+
+    def update(self, done: int) -> None:
+        if self.shown:
+            self.stream.write(f"\rram-infer: {done}/{self.total} images")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * 40 + "\r")

@@ -1,0 +1,102 @@
+"""The glimpse path drawn on the image with Pillow: a PNG of all glimpses, or an animated GIF with one frame per glimpse.
+
+For glimpse t the k boxes are the sensor's patches: scale i covers ``g·sⁱ`` pixels centred on the contract's centre
+pixel ``(floor((x + 1) / 2 · W), floor((y + 1) / 2 · H))``, starting ``side // 2`` before it (DESIGN.md). Boxes are
+numbered 1 … T and the centres joined by a line, on the model input upscaled by an integer factor to at least
+``min_side`` pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from ram_infer.metadata import InputFormat, SensorSpec
+from ram_infer.sensor import _centre_pixel
+
+DEFAULT_MIN_SIDE = 280
+FRAME_MILLISECONDS = 600
+# One colour per glimpse, cycling: distinct on both dark and light backgrounds.
+COLOURS = ((255, 64, 64), (255, 170, 0), (230, 230, 0), (64, 220, 64), (0, 200, 255), (90, 120, 255), (220, 90, 255))
+
+
+def draw_glimpses(
+    image: np.ndarray,
+    locations: np.ndarray,
+    sensor: SensorSpec,
+    input_format: InputFormat,
+    *,
+    glimpses_used: int | None = None,
+    min_side: int = DEFAULT_MIN_SIDE,
+) -> list[Image.Image]:
+    """Draws the glimpse path, one frame per glimpse (frame t shows glimpses 1 … t).
+
+    Args:
+        image (ndarray[C, H, W], float32): the model input the glimpses were taken on (C = 1 or 3).
+        locations (ndarray[T, 2], float32): the glimpse centres as (x, y) in [-1, 1] (``Prediction.locations[i]``).
+        sensor: the model's sensor (g, k, s), for the box sizes.
+        input_format: the model's input format, to turn values back into 8-bit pixels.
+        glimpses_used: draw only the first glimpses (``Prediction.glimpses_used[i]``); None draws all.
+        min_side: the picture's shorter side is upscaled by an integer factor to at least this.
+
+    Returns:
+        RGB frames, one per glimpse; the last one shows the whole path.
+
+    Raises:
+        ValueError: image or locations of the wrong shape.
+    """
+    if image.ndim != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"image must have shape (C, H, W) with C = 1 or 3, got {image.shape}")
+    if locations.ndim != 2 or locations.shape[1] != 2:
+        raise ValueError(f"locations must have shape (T, 2), got {locations.shape}")
+    count = len(locations) if glimpses_used is None else min(int(glimpses_used), len(locations))
+    _, h, w = image.shape
+    factor = max(1, math.ceil(min_side / min(h, w)))
+    pixels = np.clip(image * input_format.value_scale, 0, 255).round().astype(np.uint8)  # (C, H, W)
+    base = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).convert("RGB")
+    base = base.resize((w * factor, h * factor), Image.Resampling.NEAREST)
+    cx = _centre_pixel(locations[:count, 0], w)  # (count,)
+    cy = _centre_pixel(locations[:count, 1], h)  # (count,)
+    font = ImageFont.load_default(size=max(10, 4 * factor))
+    frames = []
+    for t in range(1, count + 1):
+        frame = base.copy()
+        pen = ImageDraw.Draw(frame)
+        points = [((x + 0.5) * factor, (y + 0.5) * factor) for x, y in zip(cx[:t], cy[:t])]
+        if len(points) > 1:
+            pen.line(points, fill=(255, 255, 255), width=max(1, factor // 4))
+        for i in range(t):
+            colour = COLOURS[i % len(COLOURS)]
+            for scale in range(sensor.num_scales):
+                side = sensor.glimpse_size * sensor.scale_factor**scale
+                left, top = int(cx[i]) - side // 2, int(cy[i]) - side // 2
+                pen.rectangle(
+                    (left * factor, top * factor, (left + side) * factor - 1, (top + side) * factor - 1),
+                    outline=colour,
+                    width=max(1, factor // 5),
+                )
+            corner = (int(cx[i]) - sensor.glimpse_size // 2 + 0.3) * factor, (int(cy[i]) - sensor.glimpse_size // 2 + 0.1) * factor
+            pen.text(corner, str(i + 1), fill=colour, font=font)
+        frames.append(frame)
+    return frames
+
+
+def save_trace(path: str | os.PathLike, frames: list[Image.Image]) -> None:
+    """Writes the frames: an animated GIF (one frame per glimpse) for ``.gif``, else the last frame (PNG …).
+
+    Raises:
+        ValueError: no frames.
+        OSError: the file cannot be written.
+    """
+    if not frames:
+        raise ValueError("frames must not be empty")
+    path = Path(path)
+    if path.suffix.lower() == ".gif":
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=FRAME_MILLISECONDS, loop=0)
+    else:
+        frames[-1].save(path)
+

@@ -1,0 +1,354 @@
+"""The RAM inference loop: one ONNX Runtime session of the step network, the compiled sensor between steps → Prediction.
+
+The loop (DESIGN.md): ``state = 0``, ``l_0`` = the model's initial location; for t = 1 … T:
+``ρ = extract_glimpses(x, l_{t-1})``; ``(state, l_t, logits) = step(ρ, l_{t-1}, state)``. The answer is
+``softmax(logits)`` after the last step. The location policy's mean μ_t is followed, so results are deterministic.
+
+Performance: at batch 1 the cost is per call, not arithmetic, so each thread keeps a small *workspace* per batch size:
+preallocated buffers and one ONNX Runtime IOBinding per step, bound once. Step t reads ``locations[t]`` and the state
+buffer ``t % 2`` and writes ``locations[t + 1]``, the other state buffer and ``logits[t]`` in place, and the sensor
+writes ρ into a bound buffer: a step is one sensor call and one ``run_with_iobinding``, with no copies and no
+rebinding. Workspaces are per thread, so ``predict`` may be called from several threads at once on one Engine.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
+
+from ram_infer.images import load_image
+from ram_infer.metadata import ModelFormatError, ModelInfo
+from ram_infer.sensor import extract_glimpses
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_BATCH_SIZE = 256
+_WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
+_ORT_LOAD_ERRORS = (
+    _ort_errors.Fail,
+    _ort_errors.InvalidProtobuf,
+    _ort_errors.InvalidGraph,
+    _ort_errors.InvalidArgument,
+    _ort_errors.NoSuchFile,
+    _ort_errors.NotImplemented,
+    _ort_errors.RuntimeException,
+)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result of ``Engine.predict`` for N images.
+
+    Attributes:
+        labels (ndarray[N], int64): the predicted class index (``Engine.info.labels[i]`` is its name).
+        probabilities (ndarray[N, classes], float32): softmax of the logits after the image's last glimpse.
+        logits (ndarray[N, classes], float32): those logits.
+        locations (ndarray[N, T, 2], float32): the glimpse centres l_0 … l_{T-1} as (x, y) in [-1, 1]. After an
+            early exit, the remaining rows repeat the last glimpse taken.
+        glimpses_used (ndarray[N], int64): glimpses taken, T unless the image exited early.
+        step_probabilities (ndarray[N, T, classes], float32 or None): softmax after every step, if asked for; after an
+            early exit the rows repeat the exit step's.
+    """
+
+    labels: np.ndarray
+    probabilities: np.ndarray
+    logits: np.ndarray
+    locations: np.ndarray
+    glimpses_used: np.ndarray
+    step_probabilities: np.ndarray | None = None
+
+
+def bundled_models() -> dict[str, Path]:
+    """The models shipped in ``ram_infer/models``: name (the file stem) → path, sorted by name."""
+    return {path.stem: path for path in sorted(MODELS_DIR.glob("*.onnx"))}
+
+
+def resolve_model(name_or_path: str | os.PathLike) -> Path:
+    """The file of a bundled model name or a path.
+
+    Raises:
+        FileNotFoundError: neither an existing file nor a bundled model's name.
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = bundled_models()
+    if str(name_or_path) in bundled:
+        return bundled[str(name_or_path)]
+    available = ", ".join(bundled) if bundled else f"none yet in {MODELS_DIR}"
+    raise FileNotFoundError(f"{name_or_path}: no such model file, and not a bundled model name (bundled: {available})")
+
+
+def load_model(
+    name_or_path: str | os.PathLike, *, providers: Sequence[str] | None = None, threads: int | None = None
+) -> "Engine":
+    """Loads a RAM step model for inference.
+
+    Args:
+        name_or_path: a bundled model's name (e.g. ``"mnist"``, see ``bundled_models()``) or a ``.onnx`` path.
+        providers: ONNX Runtime execution providers in order of preference, e.g.
+            ``["CUDAExecutionProvider", "CPUExecutionProvider"]``; None runs on the CPU. Unavailable ones are
+            dropped with a RuntimeWarning. The sensor always runs on the CPU.
+        threads: intra-op threads of ONNX Runtime and of the sensor; None lets them choose (all cores). Results do
+            not depend on it.
+
+    Returns:
+        An Engine.
+
+    Raises:
+        FileNotFoundError: no such file or bundled model.
+        ModelFormatError: the file is not an ONNX model, or its ``ram.*`` metadata is missing or inconsistent.
+    """
+    return Engine(resolve_model(name_or_path), providers=providers, threads=threads)
+
+
+class Engine:
+    """A loaded RAM model: ``predict`` runs whole episodes of T glimpses on batches of images.
+
+    Attributes:
+        path: the model file.
+        info (ModelInfo): its metadata (sensor, T, input format, labels, measured test error …).
+        session (onnxruntime.InferenceSession): the step network, shared by all calls and threads.
+        providers: the execution providers in use.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, providers: Sequence[str] | None = None, threads: int | None = None
+    ):
+        self.path = Path(path)
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
+        options = ort.SessionOptions()
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=_usable_providers(providers))
+        except _ORT_LOAD_ERRORS as error:
+            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+            raise ModelFormatError(f"{self.path}: not a readable ONNX model ({reason})") from None
+        self.providers = tuple(self.session.get_providers())
+        self.info = ModelInfo.from_session(self.session, str(self.path))
+        self._sensor_threads = threads
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"Engine({str(self.path)!r}, dataset={self.info.dataset!r}, providers={list(self.providers)})"
+
+    def predict(
+        self,
+        images: Any,
+        *,
+        early_exit: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        steps: bool = False,
+    ) -> Prediction:
+        """Classifies images with T glimpses each, following the location policy's mean.
+
+        Args:
+            images (ndarray[N, C, H, W], float32): in the model's input format (``info.input``: size, channels,
+                pixel values divided by ``value_scale``, bright ink on a dark background); see
+                ``ram_infer.images`` to make it from files or arrays.
+            early_exit: if set, an image stops as soon as its top probability is ≥ this (in (0, 1]); its
+                ``glimpses_used`` is then < T. None takes all T glimpses.
+            batch_size: images per internal batch; results do not depend on it.
+            steps: also return ``step_probabilities``.
+
+        Returns:
+            Prediction.
+
+        Raises:
+            ValueError: images of the wrong shape, or a bad ``early_exit``/``batch_size``.
+        """
+        x = self._check_images(images)
+        if early_exit is not None and not 0 < early_exit <= 1:
+            raise ValueError(f"early_exit must be in (0, 1] or None, got {early_exit}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        n, T, classes = len(x), self.info.num_glimpses, self.info.num_classes
+        step_logits = np.empty((n, T, classes), np.float32)  # (N, T, classes)
+        locations = np.empty((n, T, 2), np.float32)  # (N, T, 2)
+        glimpses_used = np.full(n, T, np.int64)  # (N,)
+        for begin in range(0, n, batch_size):
+            end = min(n, begin + batch_size)
+            if early_exit is None:
+                self._run_episode(x[begin:end], step_logits[begin:end], locations[begin:end])
+            else:
+                self._run_episode_early_exit(
+                    x[begin:end], early_exit, step_logits[begin:end], locations[begin:end], glimpses_used[begin:end]
+                )
+        logits = step_logits[np.arange(n), glimpses_used - 1]  # (N, classes)
+        probabilities = _softmax(logits)  # (N, classes)
+        return Prediction(
+            labels=np.argmax(probabilities, axis=1).astype(np.int64),
+            probabilities=probabilities,
+            logits=logits,
+            locations=locations,
+            glimpses_used=glimpses_used,
+            step_probabilities=_softmax(step_logits) if steps else None,
+        )
+
+    def predict_files(self, paths: Iterable[str | os.PathLike], **options: Any) -> Prediction:
+        """Decodes image files (ram_infer.images.load_image) and predicts them.
+
+        Args:
+            paths: PNG, JPEG, BMP, WebP, TIFF or GIF files.
+            options: ``predict``'s keyword arguments.
+
+        Raises:
+            ImageError: a file cannot be read or decoded; the message starts with its path.
+        """
+        shape = self.info.input
+        x = np.empty((0, shape.channels, shape.height, shape.width), np.float32)  # (N, C, H, W)
+        decoded = [load_image(path, shape) for path in paths]
+        return self.predict(np.stack(decoded) if decoded else x, **options)
+
+    def _check_images(self, images: Any) -> np.ndarray:
+        x = np.asarray(images)
+        shape = self.info.input
+        expected = (shape.channels, shape.height, shape.width)
+        if x.ndim != 4 or x.shape[1:] != expected:
+            raise ValueError(f"images must have shape (N, {', '.join(map(str, expected))}), got {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"images must be float32 in the model's input format, got {x.dtype}")
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _workspace(self, n: int) -> "_Workspace":
+        cache = getattr(self._local, "workspaces", None)
+        if cache is None:
+            cache = self._local.workspaces = OrderedDict()
+        workspace = cache.get(n)
+        if workspace is None:
+            workspace = cache[n] = _Workspace(self.session, self.info, n)
+            if len(cache) > _WORKSPACES_PER_THREAD:
+                cache.popitem(last=False)
+        else:
+            cache.move_to_end(n)
+        return workspace
+
+    def _steps(self, x: np.ndarray, workspace: "_Workspace", first: int, last: int) -> None:
+        """Runs steps ``first`` … ``last - 1`` of the episodes in ``workspace`` (state and location already set)."""
+        sensor = self.info.sensor
+        for t in range(first, last):
+            extract_glimpses(
+                x,
+                workspace.locations[t],  # (n, 2), l_{t-1} in the paper's 1-based steps
+                sensor.glimpse_size,
+                sensor.num_scales,
+                sensor.scale_factor,
+                out=workspace.glimpse,  # (n, k, C, g, g)
+                threads=self._sensor_threads,
+            )
+            self.session.run_with_iobinding(workspace.bindings[t])
+
+    def _run_episode(self, x: np.ndarray, step_logits: np.ndarray, locations: np.ndarray) -> None:
+        T = self.info.num_glimpses
+        workspace = self._workspace(len(x))
+        workspace.start()
+        self._steps(x, workspace, 0, T)
+        step_logits[...] = workspace.logits.transpose(1, 0, 2)  # (n, T, classes)
+        locations[...] = workspace.locations[:T].transpose(1, 0, 2)  # (n, T, 2)
+
+    def _run_episode_early_exit(
+        self,
+        x: np.ndarray,
+        threshold: float,
+        step_logits: np.ndarray,
+        locations: np.ndarray,
+        glimpses_used: np.ndarray,
+    ) -> None:
+        """Steps all images together and drops those whose top probability reached ``threshold`` after each step.
+
+        The remaining images are compacted into a workspace of their size, so an exited image costs nothing more;
+        per-row results do not depend on the batch (checked in tests/test_engine.py).
+        """
+        T = self.info.num_glimpses
+        active = np.arange(len(x))  # rows of this chunk still running
+        workspace = self._workspace(len(x))
+        workspace.start()
+        for t in range(T):
+            self._steps(x, workspace, t, t + 1)
+            step_logits[active, t] = workspace.logits[t]
+            locations[active, t] = workspace.locations[t]
+            stop = _softmax(workspace.logits[t]).max(axis=1) >= threshold  # (n_active,)
+            if t == T - 1 or not stop.any():
+                continue
+            for s in range(t + 1, T):  # the exited rows repeat their last glimpse and answer
+                step_logits[active[stop], s] = workspace.logits[t][stop]
+                locations[active[stop], s] = workspace.locations[t][stop]
+            glimpses_used[active[stop]] = t + 1
+            keep = ~stop
+            if not keep.any():
+                return
+            x, active = np.ascontiguousarray(x[keep]), active[keep]
+            previous, workspace = workspace, self._workspace(len(active))
+            workspace.states[(t + 1) % 2] = previous.states[(t + 1) % 2][keep]
+            workspace.locations[t + 1] = previous.locations[t + 1][keep]
+
+
+class _Workspace:
+    """Buffers and IOBindings for one episode of n images on one thread (see the module docstring)."""
+
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, n: int):
+        T = info.num_glimpses
+        self.info = info
+        self.glimpse = np.empty((n, *info.glimpse_shape), np.float32)  # (n, k, C, g, g)
+        self.locations = np.empty((T + 1, n, 2), np.float32)  # l_0 … l_T; l_T is computed but never used
+        self.states = np.empty((2, n, info.state_size), np.float32)  # ping-pong h_{t-1} → h_t
+        self.logits = np.empty((T, n, info.num_classes), np.float32)  # (T, n, classes)
+        self.bindings = []
+        for t in range(T):
+            binding = session.io_binding()
+            for bind, name, array in (
+                (binding.bind_input, "glimpse", self.glimpse),
+                (binding.bind_input, "location", self.locations[t]),
+                (binding.bind_input, "state", self.states[t % 2]),
+                (binding.bind_output, "state_next", self.states[(t + 1) % 2]),
+                (binding.bind_output, "location_next", self.locations[t + 1]),
+                (binding.bind_output, "logits", self.logits[t]),
+            ):
+                bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+            self.bindings.append(binding)
+
+    def start(self) -> None:
+        """Sets state = 0 and l_0 = the model's initial location."""
+        self.states[0] = 0.0
+        self.locations[0] = self.info.initial_location
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax over the last axis in float64 (exact enough that rows never depend on the batch)."""
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _usable_providers(requested: Sequence[str] | None) -> list[str]:
+    """The requested execution providers that this onnxruntime has, warning about the others; CPU always last."""
+    if requested is None:
+        return ["CPUExecutionProvider"]
+    if isinstance(requested, str):
+        raise ValueError(f"providers must be a list of names, got the string {requested!r}")
+    available = ort.get_available_providers()
+    usable = [p for p in requested if p in available]
+    missing = [p for p in requested if p not in available]
+    if "CPUExecutionProvider" not in usable:
+        usable.append("CPUExecutionProvider")
+    if missing:
+        hint = " (install onnxruntime-gpu for CUDA)" if "CUDAExecutionProvider" in missing else ""
+        warnings.warn(
+            f"execution provider(s) {missing} not available in this onnxruntime{hint}; falling back to {usable}",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    return usable

@@ -1,0 +1,256 @@
+"""Image files and arrays → the model's input format (size, channels, value scale, polarity), with Pillow and numpy.
+
+The steps, in order (each documented where it happens):
+
+1. decode (``load_image``): PNG, JPEG, BMP, WebP, TIFF, GIF …; the first frame of a multi-frame file; the EXIF
+   orientation applied; images above ``max_pixels`` refused from the header, before decoding.
+2. intensities in [0, 1]: 8-bit modes divided by 255, 16-bit and 32-bit integer modes by 65535, float modes
+   clipped; palette, CMYK, YCbCr … converted to RGB. Arrays (``prepare_array``): uint8 / 255, uint16 / 65535, floats
+   taken as [0, 1].
+3. transparency: the image is composited onto white when its visible pixels are dark on average, else onto black, so
+   the transparent background contrasts with the ink whatever its colour.
+4. channels: RGB → grey by ITU-R 601 luma (Pillow's ``L``) for one-channel models; grey → RGB repeated for
+   three-channel models.
+5. polarity: if the border's mean disagrees with the model's background (bright border for a ``"dark"`` model, as in
+   a digit written on paper), the image is inverted.
+6. placement, only when the size differs from the model's input (an image already of that size is used as is):
+
+   - ``"mnist"`` (the MNIST preprocessing): contrast stretched so the background (the 99th percentile of the border,
+     which flattens uneven lighting and noise) is 0 and the brightest pixel 1; cropped to the ink's bounding box (pixels above ``INK_THRESHOLD``); resized to fit a 20×20 box keeping the
+     aspect ratio (20/28 of the input's shorter side); pasted so its centre of mass is at the input's centre.
+   - ``"canvas"`` (translated and cluttered models): an image larger than the canvas is shrunk to fit keeping the
+     aspect ratio; the image is then pasted at the centre of a zero canvas.
+7. value scale: intensity · 255 / ``value_scale`` (so 8-bit pixel values divided by ``value_scale``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ram_infer.metadata import InputFormat
+
+DEFAULT_MAX_PIXELS = 64_000_000
+INK_THRESHOLD = 0.25  # normalised intensity above which a pixel counts as ink for the "mnist" bounding box
+BACKGROUND_PERCENTILE = 99  # of the border pixels: the background level that "mnist" placement maps to 0
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+_MNIST_BOX = 20 / 28  # MNIST fits each digit in 20×20 inside 28×28
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class ImageError(ValueError):
+    """An image cannot be used: unreadable, not an image, too large, or of an unusable shape. Message: ``path: problem``."""
+
+
+def load_image(
+    path: str | os.PathLike, input_format: InputFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Decodes an image file into the model's input format.
+
+    Args:
+        path: an image file Pillow can read (PNG, JPEG, BMP, WebP, TIFF, GIF …).
+        input_format: the model's input (``Engine.info.input``).
+        max_pixels: larger images (width × height) are refused from their header, before decoding.
+
+    Returns:
+        ndarray[C, H, W], float32, ready for ``Engine.predict`` (stack several along a new first axis).
+
+    Raises:
+        ImageError: the file is missing, unreadable, not an image, truncated, too large, or empty.
+    """
+    return prepare_intensities(read_intensities(path, max_pixels=max_pixels), input_format, source=str(path))
+
+
+def read_intensities(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decodes an image file into intensities in [0, 1], with its alpha channel if it has one (steps 1–2).
+
+    Returns:
+        ndarray[H, W, c], float32, c = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
+
+    Raises:
+        ImageError: see ``load_image``.
+    """
+    source = str(path)
+    if Path(path).is_dir():
+        raise ImageError(f"{source}: is a directory, not an image")
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit; ours (max_pixels) is checked just below, from the header.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{source}: {width}×{height} pixels is more than the limit of {max_pixels}")
+            if width == 0 or height == 0:
+                raise ImageError(f"{source}: image is empty ({width}×{height})")
+            image.seek(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = ImageOps.exif_transpose(image)
+            return _intensities(image)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{source}: too many pixels (more than Pillow's decompression-bomb limit)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{source}: not an image file (or a format Pillow cannot read)") from None
+    except FileNotFoundError:
+        raise ImageError(f"{source}: no such file") from None
+    except (OSError, SyntaxError, EOFError) as error:
+        # Pillow reports truncated or corrupt data as OSError, and some format parsers as SyntaxError or EOFError.
+        raise ImageError(f"{source}: cannot decode the image ({error})") from None
+
+
+def prepare_array(array: Any, input_format: InputFormat, *, source: str = "array") -> np.ndarray:
+    """Converts an image array into the model's input format (steps 2–7 of the module docstring).
+
+    Args:
+        array: 2-D grey ``[H, W]``, ``[H, W, c]`` or ``[c, H, W]`` with c in 1–4 (grey, grey + alpha, RGB, RGBA);
+            uint8 (/255), uint16 (/65535), or float already in [0, 1] (bright = 1).
+        input_format: the model's input (``Engine.info.input``).
+        source: a name for error messages.
+
+    Returns:
+        ndarray[C, H, W], float32.
+
+    Raises:
+        ImageError: an unusable shape, dtype, or an empty array.
+    """
+    a = np.asarray(array)
+    if a.dtype == np.uint8:
+        values = a.astype(np.float32) / 255
+    elif a.dtype == np.uint16:
+        values = a.astype(np.float32) / 65535
+    elif np.issubdtype(a.dtype, np.floating) or a.dtype == np.bool_:
+        values = np.clip(np.nan_to_num(a.astype(np.float32)), 0.0, 1.0)
+    else:
+        raise ImageError(f"{source}: array dtype must be uint8, uint16 or float, got {a.dtype}")
+    if values.ndim == 2:
+        values = values[:, :, None]
+    elif values.ndim == 3 and values.shape[2] > 4 and values.shape[0] <= 4:
+        values = values.transpose(1, 2, 0)  # (c, H, W) → (H, W, c)
+    if values.ndim != 3 or not 1 <= values.shape[2] <= 4:
+        raise ImageError(f"{source}: array must be [H, W], [H, W, c] or [c, H, W] with c in 1..4, got {a.shape}")
+    if values.shape[0] == 0 or values.shape[1] == 0:
+        raise ImageError(f"{source}: image is empty ({a.shape})")
+    return prepare_intensities(values, input_format, source=source)
+
+
+def prepare_intensities(values: np.ndarray, input_format: InputFormat, *, source: str) -> np.ndarray:
+    """Steps 3–7: intensities ``[H, W, c]`` in [0, 1] (c = 1–4, alpha last if 2 or 4) → ``[C, H, W]`` model input."""
+    if input_format.channels not in (1, 3):
+        raise ImageError(f"{source}: the model takes {input_format.channels} channels; images convert to 1 or 3")
+    colour = values[:, :, :3] if values.shape[2] >= 3 else values[:, :, :1]  # (H, W, 1 or 3)
+    if values.shape[2] in (2, 4):
+        colour = _flatten_alpha(colour, values[:, :, -1:])
+    if input_format.channels == 1 and colour.shape[2] == 3:
+        colour = _luma(colour)  # (H, W, 1)
+    elif input_format.channels == 3 and colour.shape[2] == 1:
+        colour = np.repeat(colour, 3, axis=2)  # (H, W, 3)
+    if (_border(colour).mean() > 0.5) == (input_format.background == "dark"):
+        colour = 1.0 - colour
+    if colour.shape[:2] != (input_format.height, input_format.width):
+        place = _place_mnist if input_format.placement == "mnist" else _place_canvas
+        colour = place(colour, input_format.height, input_format.width)
+    x = colour.transpose(2, 0, 1) * np.float32(255.0 / input_format.value_scale)  # (C, H, W)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _intensities(image: Image.Image) -> np.ndarray:
+    """A decoded Pillow image → ``[H, W, c]`` float32 in [0, 1] (c = 1–4, alpha last)."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        return (np.clip(np.asarray(image, dtype=np.float32), 0, 65535) / 65535)[:, :, None]
+    if mode == "F":
+        return np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)[:, :, None]
+    has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
+    grey = mode in _GREY_MODES or mode in ("LA", "La") or (mode == "P" and _palette_is_grey(image))
+    target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
+    if mode != target:
+        image = image.convert(target)
+    array = np.asarray(image, dtype=np.float32) / 255  # (H, W) or (H, W, c)
+    return array[:, :, None] if array.ndim == 2 else array
+
+
+def _palette_is_grey(image: Image.Image) -> bool:
+    palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+    return bool(np.all(palette == palette[:, :1]))
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` → ``[H, W, 1]`` by ITU-R 601 (Pillow's ``L``); grey pixels keep their exact value."""
+    if np.array_equal(rgb[:, :, 0], rgb[:, :, 1]) and np.array_equal(rgb[:, :, 0], rgb[:, :, 2]):
+        return rgb[:, :, :1]
+    return rgb @ np.array([[0.299], [0.587], [0.114]], np.float32)
+
+
+def _flatten_alpha(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Composites onto white if the visible pixels are dark on average, else onto black (step 3)."""
+    visible = alpha[:, :, 0] > 0.5
+    mean = colour[visible].mean() if visible.any() else 0.0
+    background = np.float32(1.0 if mean < 0.5 else 0.0)
+    return colour * alpha + background * (1.0 - alpha)
+
+
+def _border(values: np.ndarray) -> np.ndarray:
+    """The pixels of the outermost rows and columns, ``[n, c]``."""
+    h, w = values.shape[:2]
+    if h <= 2 or w <= 2:
+        return values.reshape(-1, values.shape[2])
+    return np.concatenate([values[0], values[-1], values[1:-1, 0], values[1:-1, -1]])
+
+
+def _resize(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resizes ``[h, w, c]`` float32 with Pillow's Lanczos filter (antialiased when shrinking), clipped to [0, 1]."""
+    planes = [
+        np.asarray(Image.fromarray(values[:, :, c], mode="F").resize((width, height), Image.Resampling.LANCZOS))
+        for c in range(values.shape[2])
+    ]
+    return np.clip(np.stack(planes, axis=2), 0.0, 1.0)
+
+
+def _place_mnist(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Crop to the ink, fit in the 20×20-of-28×28 box, centre the centre of mass (step 6, "mnist")."""
+    luma = values.mean(axis=2)  # (h, w)
+    level = float(np.percentile(_border(luma[:, :, None]), BACKGROUND_PERCENTILE))
+    top = float(luma.max())
+    canvas = np.zeros((height, width, values.shape[2]), np.float32)
+    if top - level < 1 / 255:
+        return canvas  # a blank image: no ink to place
+    values = np.clip((values - level) / (top - level), 0.0, 1.0)
+    rows, cols = np.nonzero(values.mean(axis=2) > INK_THRESHOLD)
+    ink = values[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # (h', w', c)
+    box = max(1, round(min(height, width) * _MNIST_BOX))
+    scale = box / max(ink.shape[:2])
+    ink = _resize(ink, max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
+    mass = ink.mean(axis=2)  # (h', w')
+    total = mass.sum()
+    cy = (mass.sum(axis=1) @ np.arange(ink.shape[0])) / total if total > 0 else (ink.shape[0] - 1) / 2
+    cx = (mass.sum(axis=0) @ np.arange(ink.shape[1])) / total if total > 0 else (ink.shape[1] - 1) / 2
+    _paste(canvas, ink, int(round(height / 2 - cy)), int(round(width / 2 - cx)))
+    return canvas
+
+
+def _place_canvas(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Shrink to fit if larger, then centre on a zero canvas (step 6, "canvas")."""
+    h, w = values.shape[:2]
+    if h > height or w > width:
+        scale = min(height / h, width / w)
+        values = _resize(values, max(1, round(h * scale)), max(1, round(w * scale)))
+    canvas = np.zeros((height, width, values.shape[2]), np.float32)
+    _paste(canvas, values, (height - values.shape[0]) // 2, (width - values.shape[1]) // 2)
+    return canvas
+
+
+def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:
+    """Writes ``patch`` into ``canvas`` at (top, left), clipping whatever falls outside."""
+    h, w = patch.shape[:2]
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
+    if y0 < y1 and x0 < x1:
+        canvas[y0:y1, x0:x1] = patch[y0 - top : y1 - top, x0 - left : x1 - left]

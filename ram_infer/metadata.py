@@ -1,0 +1,323 @@
+"""What a RAM step model carries besides its graph: ModelInfo ⇄ the ONNX ``metadata_props`` under ``ram.*`` keys.
+
+Every value is JSON under one key (one definition, used by the exporter to write and by the runtime to read):
+
+=====================  ==================================================================================================
+key                    value
+=====================  ==================================================================================================
+``ram.format_version`` int, this file's ``FORMAT_VERSION``; a newer version is refused
+``ram.sensor``         ``{"glimpse_size": g, "num_scales": k, "scale_factor": s}``
+``ram.num_glimpses``   int T, the steps of one episode
+``ram.initial_location`` ``[x, y]``, l_0 in ``[-1, 1]``
+``ram.state_size``     int S, the width of the packed recurrent state
+``ram.input``          ``{"height", "width", "channels", "value_scale", "background", "placement"}`` (see InputFormat)
+``ram.labels``         list of class names, one per logit
+``ram.dataset``        str, the data set it was trained on (e.g. ``"mnist"``)
+``ram.test_error``     float in ``[0, 1]`` measured through the exported path, or null
+``ram.training``       dict: how it was trained (command, preset, steps, wall time, configuration …)
+=====================  ==================================================================================================
+
+The runtime reads these through ``onnxruntime`` (``get_modelmeta().custom_metadata_map``), so it needs no ``onnx``
+package, and checks them against the graph's inputs and outputs (the step contract in DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+FORMAT_VERSION = 1
+PREFIX = "ram."
+KEYS = (
+    "format_version",
+    "sensor",
+    "num_glimpses",
+    "initial_location",
+    "state_size",
+    "input",
+    "labels",
+    "dataset",
+    "test_error",
+    "training",
+)
+BACKGROUNDS = ("dark", "light")
+PLACEMENTS = ("mnist", "canvas")
+STEP_INPUTS = ("glimpse", "location", "state")
+STEP_OUTPUTS = ("state_next", "location_next", "logits")
+_MISSING = object()
+
+
+class ModelFormatError(ValueError):
+    """A model file is not a usable RAM step model: its metadata is missing or inconsistent with its graph.
+
+    The message names the file and the ``ram.*`` key (or graph input/output) that is wrong.
+    """
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    """The glimpse sensor ρ's parameters: k patches of side g·sⁱ, each reduced to g×g."""
+
+    glimpse_size: int  # g
+    num_scales: int  # k
+    scale_factor: int  # s
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """The images the model takes, ``[C, height, width]`` float32.
+
+    Attributes:
+        value_scale: an 8-bit pixel value p enters the model as ``p / value_scale`` (255 gives [0, 1]).
+        background: ``"dark"`` — bright ink on a dark background, as in MNIST — or ``"light"``.
+        placement: how a decoded image of another size is fitted (ram_infer/images.py): ``"mnist"`` crops the ink,
+            fits it in a 20×20 box and centres its centre of mass in 28×28 (scaled to the input size); ``"canvas"``
+            shrinks an image larger than the input to fit and pads a smaller one with zeros, centred.
+    """
+
+    height: int
+    width: int
+    channels: int
+    value_scale: float = 255.0
+    background: str = "dark"
+    placement: str = "mnist"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything the runtime needs to run a RAM step network, and what the model card shows."""
+
+    sensor: SensorSpec
+    num_glimpses: int
+    initial_location: tuple[float, float]
+    state_size: int
+    input: InputFormat
+    labels: tuple[str, ...]
+    dataset: str
+    test_error: float | None = None
+    training: Mapping[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def glimpse_shape(self) -> tuple[int, int, int, int]:
+        """The per-image shape of the ``glimpse`` input, (k, C, g, g)."""
+        g = self.sensor.glimpse_size
+        return (self.sensor.num_scales, self.input.channels, g, g)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def to_metadata_props(self) -> dict[str, str]:
+        """The ``ram.*`` entries to store in an ONNX model's ``metadata_props`` (JSON strings)."""
+        values = {
+            "format_version": self.format_version,
+            "sensor": _fields(self.sensor),
+            "num_glimpses": self.num_glimpses,
+            "initial_location": list(self.initial_location),
+            "state_size": self.state_size,
+            "input": _fields(self.input),
+            "labels": list(self.labels),
+            "dataset": self.dataset,
+            "test_error": self.test_error,
+            "training": dict(self.training),
+        }
+        return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
+
+    @classmethod
+    def from_metadata_props(cls, props: Mapping[str, str], source: str) -> "ModelInfo":
+        """Parses and validates the ``ram.*`` entries of a model's metadata.
+
+        Args:
+            props: the metadata map (other keys are ignored).
+            source: the file name, for error messages.
+
+        Raises:
+            ModelFormatError: a key is missing, is not JSON, has the wrong type or range, or the format is newer.
+        """
+        reader = _Reader(props, source)
+        version = reader.integer("format_version")
+        if version > FORMAT_VERSION:
+            raise ModelFormatError(
+                f"{source}: {PREFIX}format_version is {version}, newer than this ram-infer reads ({FORMAT_VERSION}); "
+                "upgrade ram-infer"
+            )
+        sensor = reader.mapping("sensor", ("glimpse_size", "num_scales", "scale_factor"))
+        shape = reader.mapping("input", ("height", "width", "channels", "value_scale", "background", "placement"))
+        return cls(
+            sensor=SensorSpec(
+                glimpse_size=reader.integer("sensor.glimpse_size", sensor["glimpse_size"]),
+                num_scales=reader.integer("sensor.num_scales", sensor["num_scales"]),
+                scale_factor=reader.integer("sensor.scale_factor", sensor["scale_factor"]),
+            ),
+            num_glimpses=reader.integer("num_glimpses"),
+            initial_location=reader.location("initial_location"),
+            state_size=reader.integer("state_size"),
+            input=InputFormat(
+                height=reader.integer("input.height", shape["height"]),
+                width=reader.integer("input.width", shape["width"]),
+                channels=reader.integer("input.channels", shape["channels"]),
+                value_scale=reader.positive_number("input.value_scale", shape["value_scale"]),
+                background=reader.choice("input.background", shape["background"], BACKGROUNDS),
+                placement=reader.choice("input.placement", shape["placement"], PLACEMENTS),
+            ),
+            labels=reader.labels("labels"),
+            dataset=reader.string("dataset"),
+            test_error=reader.optional_fraction("test_error"),
+            training=reader.mapping("training", ()),
+            format_version=version,
+        )
+
+    @classmethod
+    def from_session(cls, session: Any, source: str) -> "ModelInfo":
+        """Reads and checks the metadata of an ``onnxruntime.InferenceSession`` against its graph.
+
+        Args:
+            session: the session of the step model.
+            source: the file name, for error messages.
+
+        Raises:
+            ModelFormatError: the metadata is missing or inconsistent with the graph.
+        """
+        info = cls.from_metadata_props(session.get_modelmeta().custom_metadata_map, source)
+        ports = {"input": session.get_inputs(), "output": session.get_outputs()}
+        for kind, args in ports.items():
+            for arg in args:
+                if arg.type != "tensor(float)":
+                    raise ModelFormatError(f"{source}: graph {kind} {arg.name!r} must be float32, got {arg.type}")
+        info.check_graph(
+            [(arg.name, arg.shape) for arg in ports["input"]], [(arg.name, arg.shape) for arg in ports["output"]], source
+        )
+        return info
+
+    def check_graph(
+        self,
+        inputs: Sequence[tuple[str, Sequence[Any]]],
+        outputs: Sequence[tuple[str, Sequence[Any]]],
+        source: str,
+    ) -> None:
+        """Checks the step graph's inputs and outputs against the contract and this metadata.
+
+        Args:
+            inputs: ``(name, shape)`` of each graph input, in order; a dimension is an int or a symbolic name.
+            outputs: the same for the outputs.
+            source: the file name, for error messages.
+
+        Raises:
+            ModelFormatError: names, ranks or fixed sizes differ from the contract and the metadata.
+        """
+        expected_inputs = {"glimpse": self.glimpse_shape, "location": (2,), "state": (self.state_size,)}
+        expected_outputs = {"state_next": (self.state_size,), "location_next": (2,), "logits": (self.num_classes,)}
+        _check_ports("input", inputs, STEP_INPUTS, expected_inputs, source)
+        _check_ports("output", outputs, STEP_OUTPUTS, expected_outputs, source)
+
+
+_KEY_OF = {
+    "glimpse": "ram.sensor and ram.input.channels",
+    "location": "the step contract",
+    "state": "ram.state_size",
+    "state_next": "ram.state_size",
+    "location_next": "the step contract",
+    "logits": "ram.labels",
+}
+
+
+def _check_ports(kind: str, ports, names: tuple[str, ...], expected: dict[str, tuple[int, ...]], source: str) -> None:
+    got_names = tuple(name for name, _ in ports)
+    if got_names != names:
+        raise ModelFormatError(f"{source}: graph {kind}s must be {list(names)} (the RAM step contract), got {list(got_names)}")
+    for name, shape in ports:
+        want = expected[name]
+        per_row = tuple(shape)[1:]
+        fixed = all(isinstance(d, int) for d in per_row)
+        if len(shape) != len(want) + 1 or (fixed and per_row != want):
+            raise ModelFormatError(
+                f"{source}: graph {kind} {name!r} has shape {list(shape)}, but {_KEY_OF[name]} say(s) "
+                f"[batch, {', '.join(map(str, want))}]"
+            )
+
+
+def _fields(value: Any) -> dict[str, Any]:
+    return {name: getattr(value, name) for name in value.__dataclass_fields__}
+
+
+class _Reader:
+    """Typed access to the ``ram.*`` JSON values, raising ModelFormatError that names the file and key."""
+
+    def __init__(self, props: Mapping[str, str], source: str):
+        self.props = props
+        self.source = source
+
+    def _error(self, key: str, problem: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.source}: {PREFIX}{key} {problem}")
+
+    def raw(self, key: str) -> Any:
+        if PREFIX + key not in self.props:
+            if not any(k.startswith(PREFIX) for k in self.props):
+                raise ModelFormatError(
+                    f"{self.source}: not a RAM step model (no {PREFIX}* metadata; export it with training/export.py)"
+                )
+            raise self._error(key, "is missing from the model's metadata")
+        text = self.props[PREFIX + key]
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise self._error(key, f"is not valid JSON ({error.msg}): {text[:60]!r}") from None
+
+    def integer(self, key: str, value: Any = _MISSING) -> int:
+        value = self.raw(key) if value is _MISSING else value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._error(key, f"must be an integer >= 1, got {value!r}")
+        return value
+
+    def positive_number(self, key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise self._error(key, f"must be a positive number, got {value!r}")
+        return float(value)
+
+    def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> str:
+        if value not in choices:
+            raise self._error(key, f"must be one of {list(choices)}, got {value!r}")
+        return value
+
+    def string(self, key: str) -> str:
+        value = self.raw(key)
+        if not isinstance(value, str):
+            raise self._error(key, f"must be a string, got {value!r}")
+        return value
+
+    def mapping(self, key: str, required: tuple[str, ...]) -> dict[str, Any]:
+        value = self.raw(key)
+        if not isinstance(value, dict):
+            raise self._error(key, f"must be a JSON object, got {value!r}")
+        missing = [name for name in required if name not in value]
+        if missing:
+            raise self._error(key, f"lacks {', '.join(missing)}")
+        return value
+
+    def location(self, key: str) -> tuple[float, float]:
+        value = self.raw(key)
+        valid = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and -1 <= v <= 1 for v in value)
+        )
+        if not valid:
+            raise self._error(key, f"must be [x, y] with both in [-1, 1], got {value!r}")
+        return (float(value[0]), float(value[1]))
+
+    def labels(self, key: str) -> tuple[str, ...]:
+        value = self.raw(key)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+            raise self._error(key, f"must be a non-empty list of strings, got {value!r}")
+        return tuple(value)
+
+    def optional_fraction(self, key: str) -> float | None:
+        value = self.raw(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise self._error(key, f"must be null or a number in [0, 1], got {value!r}")
+        return float(value)

@@ -1,0 +1,99 @@
+"""Shared fixtures: tiny RAM models exported to ONNX (torch needed, else skipped), test images, the sample files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DIGIT_FILES = sorted(EXAMPLES.glob("digit_*.png"))
+TINY_GLIMPSES = 4
+# Multipliers of the default initialisation: (glimpse and core networks, location network, action network).
+WEIGHT_GAINS = {"rnn": (3.0, 0.3, 0.9), "lstm": (3.0, 3.0, 3.0)}
+
+
+class TinyModel(NamedTuple):
+    model: object  # training.model.RecurrentAttention
+    path: Path  # its exported step network
+
+
+def export_tiny_model(core: str, directory: Path) -> TinyModel:
+    """A small RAM (g=4, k=2, T=4, 32 units) with fixed random weights, exported to ``directory/tiny_<core>.onnx``.
+
+    The weights are rescaled (WEIGHT_GAINS, the action bias zeroed) so that glimpse paths and answers differ between
+    images while μ_t stays off tanh's saturation and the logits stay O(1–10).
+    """
+    torch = pytest.importorskip("torch")
+    from training.config import ModelConfig
+    from training.export import export_step_model
+    from training.model import RecurrentAttention
+
+    torch.manual_seed(1234)
+    config = ModelConfig(
+        glimpse_size=4,
+        num_scales=2,
+        num_glimpses=TINY_GLIMPSES,
+        glimpse_hidden=16,
+        location_hidden=16,
+        glimpse_features=32,
+        core_hidden=32,
+        core=core,
+    )
+    model = RecurrentAttention(config).eval()
+    features, location, action = WEIGHT_GAINS[core]
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "weight" in name and name.startswith(("glimpse_net", "core_net")):
+                parameter.mul_(features)
+        model.location_net.mean.weight.mul_(location)
+        model.action_net.classify.weight.mul_(action)
+        model.action_net.classify.bias.zero_()
+    path = directory / f"tiny_{core}.onnx"
+    export_step_model(model, path, dataset="mnist", test_error=0.5, training={"command": "tests/conftest.py"})
+    return TinyModel(model, path)
+
+
+@pytest.fixture(scope="session", params=["rnn", "lstm"])
+def tiny_model(request, tmp_path_factory) -> TinyModel:
+    """The tiny model with each core, exported once per session."""
+    return export_tiny_model(request.param, tmp_path_factory.mktemp(f"tiny_{request.param}"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tiny_model) -> Path:
+    return tiny_model.path
+
+
+@pytest.fixture(scope="session")
+def tiny_rnn_path(tmp_path_factory) -> Path:
+    """The RNN variant alone, for tests where the core does not matter (the CLI)."""
+    return export_tiny_model("rnn", tmp_path_factory.mktemp("tiny_rnn_only")).path
+
+
+def make_images(n: int, seed: int = 0, size: tuple[int, int] = (28, 28)) -> np.ndarray:
+    """``[n, 1, H, W]`` float32 test images in [0, 1]: a few random bright strokes on a dark background."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    x = np.zeros((n, 1, h, w), np.float32)
+    for i in range(n):
+        for _ in range(rng.integers(2, 6)):
+            top, left = rng.integers(0, h - 4), rng.integers(0, w - 4)
+            x[i, 0, top : top + rng.integers(2, h - top), left : left + rng.integers(2, 5)] = rng.uniform(0.5, 1.0)
+    return x
+
+
+@pytest.fixture(scope="session")
+def images() -> np.ndarray:
+    """64 test images [64, 1, 28, 28]."""
+    return make_images(64)
+
+
+@pytest.fixture(scope="session")
+def digit_files() -> list[Path]:
+    """The sample MNIST digits in examples/ (28×28 grey PNGs)."""
+    if not DIGIT_FILES:
+        pytest.fail(f"no sample digits in {EXAMPLES}; run python examples/make_examples.py")
+    return DIGIT_FILES

@@ -1,0 +1,306 @@
+"""ONNX export of the RAM step network (f_g, f_h, the mean of f_l, f_a) with its ``ram.*`` metadata, and a parity check.
+
+The exported graph is one step of the recurrence (DESIGN.md, "ONNX step network contract"):
+
+- inputs:  ``glimpse`` float32 [batch, k, C, g, g] — ρ(x, l_{t-1});  ``location`` float32 [batch, 2] — l_{t-1};
+  ``state`` float32 [batch, S] — h_{t-1} (an LSTM packs [h, c]).
+- outputs: ``state_next`` [batch, S];  ``location_next`` [batch, 2] — μ_t = tanh(W·h_t), the mean of the location
+  policy, which inference follows deterministically;  ``logits`` [batch, classes] — f_a(h_t).
+
+The baseline network f_b is not exported: it only reduces the variance of REINFORCE during training. The sensor ρ is
+not in the graph either; the runtime runs the compiled sensor between steps (ram_infer/engine.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from ram_infer.engine import load_model
+from ram_infer.metadata import InputFormat, ModelInfo, SensorSpec
+from training.config import ModelConfig, TrainConfig
+from training.model import RecurrentAttention, glimpse
+
+DEFAULT_OPSET = 18
+PARITY_TOLERANCE = 1e-5
+
+
+class ParityError(ValueError):
+    """The exported step network disagrees with the torch model; the message lists the max difference per output."""
+
+
+class OnnxStep(nn.Module):
+    """One step of the trained model, as exported: (glimpse, location, state) → (state_next, location_next, logits).
+
+    The submodules keep the paper's names (``glimpse_net``, ``core_net``, ``location_net``, ``action_net``), so the
+    graph's node scopes read like the paper. The baseline network f_b is left out (training only).
+    """
+
+    def __init__(self, model: RecurrentAttention):
+        super().__init__()
+        self.glimpse_net = model.glimpse_net
+        self.core_net = model.core_net
+        self.location_net = model.location_net
+        self.action_net = model.action_net
+
+    def forward(
+        self, glimpse: torch.Tensor, location: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args: glimpse (N, k, C, g, g), location (N, 2), state (N, S). Returns (N, S), (N, 2), (N, classes)."""
+        g_t = self.glimpse_net(glimpse, location)  # (N, glimpse_features)
+        h_t, state_next = self.core_net(g_t, state)  # (N, hidden), (N, S)
+        return state_next, self.location_net(h_t), self.action_net(h_t)  # (N, S), (N, 2), (N, classes)
+
+
+def model_info(
+    config: ModelConfig,
+    *,
+    dataset: str,
+    labels: Sequence[str] | None = None,
+    test_error: float | None = None,
+    training: Mapping[str, Any] | None = None,
+    placement: str | None = None,
+) -> ModelInfo:
+    """The runtime metadata of a model built from ``config``.
+
+    Args:
+        config: the model's configuration.
+        dataset: the training task (``mnist``, ``translated60``, ``cluttered60``, ``cluttered100`` or another name).
+        labels: one name per class; None gives ``"0"``, ``"1"``, ….
+        test_error: measured test error in [0, 1], or None if not measured.
+        training: how it was trained (command, preset, steps, wall time …); the configuration is added if absent.
+        placement: how the runtime fits images of another size; None picks ``"mnist"`` for 28×28 inputs and
+            ``"canvas"`` otherwise.
+
+    Returns:
+        ModelInfo ready for ``to_metadata_props``.
+    """
+    labels = tuple(str(i) for i in range(config.num_classes)) if labels is None else tuple(labels)
+    if len(labels) != config.num_classes:
+        raise ValueError(f"labels must have one name per class ({config.num_classes}), got {len(labels)}")
+    if placement is None:
+        placement = "mnist" if (config.height, config.width) == (28, 28) else "canvas"
+    training = dict(training or {})
+    training.setdefault("model", dataclasses.asdict(config))
+    return ModelInfo(
+        sensor=SensorSpec(config.glimpse_size, config.num_scales, config.scale_factor),
+        num_glimpses=config.num_glimpses,
+        initial_location=config.initial_location,
+        state_size=config.state_size,
+        input=InputFormat(
+            height=config.height,
+            width=config.width,
+            channels=config.channels,
+            value_scale=255.0,
+            background="dark",
+            placement=placement,
+        ),
+        labels=labels,
+        dataset=dataset,
+        test_error=test_error,
+        training=training,
+    )
+
+
+def export_step_model(
+    model: RecurrentAttention,
+    path: str | os.PathLike,
+    *,
+    dataset: str,
+    labels: Sequence[str] | None = None,
+    test_error: float | None = None,
+    training: Mapping[str, Any] | None = None,
+    placement: str | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> ModelInfo:
+    """Exports the step network of ``model`` to ``path`` with its ``ram.*`` metadata.
+
+    The legacy TorchScript exporter is used: for these few Linear/ReLU/tanh/LSTM layers it gives the smallest graph
+    (one Gemm or MatMul per weight, no wrapper functions) and names each node after its module
+    (``/glimpse_net/what/Gemm``). The batch axis is dynamic and named ``batch``.
+
+    Args:
+        model: the trained model (left in its current mode; exported in eval mode).
+        path: the ``.onnx`` file to write.
+        dataset, labels, test_error, training, placement: see ``model_info``.
+        opset: ONNX opset (≥ 17).
+
+    Returns:
+        The metadata written.
+
+    Raises:
+        onnx.checker.ValidationError: the exported graph is not valid ONNX (a bug, not a user error).
+    """
+    config = model.config
+    info = model_info(
+        config, dataset=dataset, labels=labels, test_error=test_error, training=training, placement=placement
+    )
+    step = OnnxStep(model).eval()
+    n = 2  # any batch; the axis is exported as dynamic
+    example = (
+        torch.zeros(n, *info.glimpse_shape),
+        torch.zeros(n, 2),
+        torch.zeros(n, config.state_size),
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter and its helpers announce their deprecation; for this graph it is the better exporter.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            step,
+            example,
+            str(path),
+            input_names=["glimpse", "location", "state"],
+            output_names=["state_next", "location_next", "logits"],
+            dynamic_axes={name: {0: "batch"} for name in ("glimpse", "location", "state", "state_next", "location_next", "logits")},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load(str(path))
+    proto.doc_string = (
+        "RAM step network (Mnih et al. 2014): (glimpse, location, state) -> (state_next, location_next, logits); "
+        "the baseline f_b is not exported."
+    )
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    del proto.metadata_props[:]
+    for key, value in info.to_metadata_props().items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    return info
+
+
+def export_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    onnx_path: str | os.PathLike,
+    *,
+    test_error: float | None = None,
+    training: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+) -> ModelInfo:
+    """Exports the model of a training checkpoint (keys ``"config"`` = TrainConfig.to_dict(), ``"model"`` = state_dict).
+
+    Args:
+        checkpoint_path: a checkpoint written by ``ram-train``.
+        onnx_path: the ``.onnx`` file to write.
+        test_error: measured test error in [0, 1], if known.
+        training: extra training facts for the metadata; the checkpoint's configuration and step are added.
+        labels: class names; None gives ``"0"``, ``"1"``, ….
+
+    Returns:
+        The metadata written.
+
+    Raises:
+        ValueError: the checkpoint lacks ``"config"`` or ``"model"``.
+    """
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    missing = [key for key in ("config", "model") if key not in checkpoint]
+    if missing:
+        raise ValueError(f"{checkpoint_path}: checkpoint must have keys 'config' and 'model', missing {missing}")
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = RecurrentAttention(config.model)
+    model.load_state_dict(checkpoint["model"])
+    facts = {"config": checkpoint["config"]}
+    if "step" in checkpoint:
+        facts["steps"] = checkpoint["step"]
+    facts.update(training or {})
+    return export_step_model(model, onnx_path, dataset=config.task, labels=labels, test_error=test_error, training=facts)
+
+
+def check_parity(
+    model: RecurrentAttention,
+    onnx_path: str | os.PathLike,
+    images: np.ndarray | torch.Tensor,
+    *,
+    atol: float = PARITY_TOLERANCE,
+) -> dict[str, float]:
+    """Checks the exported file against the torch model on whole mean-policy episodes.
+
+    Two comparisons, all collected before anything is raised:
+
+    - per step, the ONNX session gets the torch step's exact inputs (ρ, l_{t-1}, h_{t-1}) and each output
+      (``state_next``, ``location_next``, ``logits``) is compared with the torch step's;
+    - per episode, ``ram_infer.load_model(onnx_path).predict`` (sensor + step loop) is compared with
+      ``model.rollout(x)``: the glimpse ``locations`` and the final ``logits``.
+
+    Args:
+        model: the torch model that was exported.
+        onnx_path: the exported file.
+        images (ndarray[N, C, H, W], float32): test images in the model's input format.
+        atol: largest allowed absolute difference.
+
+    Returns:
+        The max absolute difference per compared output.
+
+    Raises:
+        ParityError: a shape differs or a difference exceeds ``atol``; lists every output's max difference.
+    """
+    x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32))
+    engine = load_model(onnx_path, threads=1)
+    was_training = model.training
+    model.eval()
+    diffs: dict[str, float] = {}
+    problems: list[str] = []
+
+    def compare(name: str, want: torch.Tensor, got: np.ndarray) -> None:
+        want = want.detach().numpy()
+        if want.shape != got.shape:
+            problems.append(f"{name}: shape {got.shape}, expected {want.shape}")
+            return
+        diffs[name] = max(diffs.get(name, 0.0), float(np.max(np.abs(want - got), initial=0.0)))
+
+    with torch.no_grad():
+        l_prev, state = model.initial_location(len(x)), model.initial_state(len(x))
+        for _ in range(model.config.num_glimpses):
+            rho = glimpse(x, l_prev, model.config)  # (N, k, C, g, g)
+            step = model.step(rho, l_prev, state)
+            feeds = {"glimpse": rho.numpy(), "location": l_prev.numpy(), "state": state.numpy()}
+            for name, want, got in zip(
+                ("state_next", "location_next", "logits"),
+                (step.state, step.mean, step.logits),
+                engine.session.run(None, feeds),
+            ):
+                compare(f"step {name}", want, got)
+            l_prev, state = step.mean, step.state
+        rollout = model.rollout(x)
+    prediction = engine.predict(x.numpy())
+    compare("episode locations", rollout.locations, prediction.locations)
+    compare("episode logits", rollout.logits[-1], prediction.logits)
+    model.train(was_training)
+    problems += [f"{name}: max |diff| {diff:.3g} > {atol:g}" for name, diff in diffs.items() if not diff <= atol]
+    if problems:
+        table = "\n".join(f"  {name}: max |diff| {diff:.3g}" for name, diff in diffs.items())
+        raise ParityError(
+            f"{onnx_path}: the exported model disagrees with the torch model:\n  "
+            + "\n  ".join(problems)
+            + f"\nall outputs:\n{table}"
+        )
+    return diffs
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.export CHECKPOINT OUT.onnx [--test-error E]``: export a checkpoint."""
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=main.__doc__)
+    parser.add_argument("checkpoint")
+    parser.add_argument("output")
+    parser.add_argument("--test-error", type=float, default=None, help="measured test error in [0, 1]")
+    args = parser.parse_args(argv)
+    info = export_checkpoint(args.checkpoint, args.output, test_error=args.test_error)
+    print(json.dumps({"output": args.output, "bytes": os.path.getsize(args.output), **info.to_metadata_props()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
