@@ -1,4 +1,4 @@
-"""Writes the sample images in examples/ from the MNIST test split: a few digits as 28×28 PNGs and a photo-like variant.
+"""Writes the sample images in examples/ from the MNIST test split: a few 28×28 digits and a photo-like variant.
 
     python examples/make_examples.py [path/to/mnist.pkl.gz]
 

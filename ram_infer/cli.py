@@ -20,9 +20,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import TYPE_CHECKING, Sequence, TextIO
+
+import numpy as np
 
 from ram_infer import __version__
+
+if TYPE_CHECKING:
+    from ram_infer.engine import Engine, Prediction
+    from ram_infer.metadata import ModelInfo
+
+# ram_infer.engine (onnxruntime), ram_infer.images and ram_infer.draw (Pillow) are imported in the methods that use
+# them, so that `ram-infer --version` and `--help` do not pay for loading them.
 
 DEFAULT_MODEL = "mnist"
 EXIT_OK, EXIT_FAILED = 0, 2
@@ -117,7 +126,7 @@ class _Run:
         if self.args.json:
             self.out.write(json.dumps({"file": file, "error": message[len(file) + 2 :]}) + "\n")
 
-    def load(self, bundled: dict):
+    def load(self, bundled: dict[str, Path]) -> Engine | None:
         from ram_infer.engine import load_model
         from ram_infer.metadata import ModelFormatError
 
@@ -144,18 +153,20 @@ class _Run:
             if not path.is_dir():
                 files.append(name)
                 continue
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            except OSError as error:
+                self.fail(name, f"cannot list the directory ({error.strerror})")
+                continue
             if not found:
                 self.fail(name, f"directory has no image files ({', '.join(IMAGE_SUFFIXES)})")
             files += [str(p) for p in found]
         return files
 
-    def classify(self, engine, files: list[str], several: bool) -> None:
-        import numpy as np
-
+    def classify(self, engine: Engine, files: list[str], several: bool) -> None:
         from ram_infer.images import ImageError, load_image
 
-        decoded: dict[str, np.ndarray] = {}
+        decoded: dict[int, np.ndarray] = {}
         problems: dict[int, str] = {}
         for i, file in enumerate(files):
             try:
@@ -175,7 +186,7 @@ class _Run:
             if self.args.trace is not None:
                 self.trace(engine.info, file, decoded[i], prediction, row_of[i], several)
 
-    def report(self, info, file: str, prediction, row: int) -> None:
+    def report(self, info: ModelInfo, file: str, prediction: Prediction, row: int) -> None:
         probabilities = prediction.probabilities[row]
         label = info.labels[int(prediction.labels[row])]
         used = int(prediction.glimpses_used[row])
@@ -201,7 +212,9 @@ class _Run:
             line += "  top " + ", ".join(f"{name} {p:.1%}" for name, p in top)
         self.out.write(line + "\n")
 
-    def trace(self, info, file: str, image, prediction, row: int, several: bool) -> None:
+    def trace(
+        self, info: ModelInfo, file: str, image: np.ndarray, prediction: Prediction, row: int, several: bool
+    ) -> None:
         from ram_infer.draw import draw_glimpses, save_trace
 
         out = self.args.trace
@@ -215,7 +228,7 @@ class _Run:
         except (OSError, ValueError) as error:
             self.fail(file, f"cannot write the trace {out} ({error})")
 
-    def list_models(self, bundled: dict) -> int:
+    def list_models(self, bundled: dict[str, Path]) -> int:
         from ram_infer import engine
         from ram_infer.metadata import ModelFormatError
 

@@ -1,4 +1,4 @@
-"""The glimpse path drawn on the image with Pillow: a PNG of all glimpses, or an animated GIF with one frame per glimpse.
+"""The glimpse path drawn on the image with Pillow: a PNG of all glimpses, or an animated GIF of one frame per glimpse.
 
 For glimpse t the k boxes are the sensor's patches: scale i covers ``g·sⁱ`` pixels centred on the contract's centre
 pixel ``(floor((x + 1) / 2 · W), floor((y + 1) / 2 · H))``, starting ``side // 2`` before it (DESIGN.md). Boxes are
@@ -61,7 +61,7 @@ def draw_glimpses(
     base = base.resize((w * factor, h * factor), Image.Resampling.NEAREST)
     cx = _centre_pixel(locations[:count, 0], w)  # (count,)
     cy = _centre_pixel(locations[:count, 1], h)  # (count,)
-    font = ImageFont.load_default(size=max(10, 4 * factor))
+    font = ImageFont.load_default(size=max(10, 3 * factor))
     frames = []
     for t in range(1, count + 1):
         frame = base.copy()
@@ -79,8 +79,8 @@ def draw_glimpses(
                     outline=colour,
                     width=max(1, factor // 5),
                 )
-            corner = (int(cx[i]) - sensor.glimpse_size // 2 + 0.3) * factor, (int(cy[i]) - sensor.glimpse_size // 2 + 0.1) * factor
-            pen.text(corner, str(i + 1), fill=colour, font=font)
+            corner = int(cx[i]) - sensor.glimpse_size // 2, int(cy[i]) - sensor.glimpse_size // 2  # scale 0's
+            pen.text(((corner[0] + 0.3) * factor, (corner[1] + 0.1) * factor), str(i + 1), fill=colour, font=font)
         frames.append(frame)
     return frames
 

@@ -1,4 +1,4 @@
-"""The RAM inference loop: one ONNX Runtime session of the step network, the compiled sensor between steps → Prediction.
+"""The RAM inference loop: one ONNX Runtime session of the step network and the compiled sensor between steps.
 
 The loop (DESIGN.md): ``state = 0``, ``l_0`` = the model's initial location; for t = 1 … T:
 ``ρ = extract_glimpses(x, l_{t-1})``; ``(state, l_t, logits) = step(ρ, l_{t-1}, state)``. The answer is
@@ -139,7 +139,6 @@ class Engine:
             raise ModelFormatError(f"{self.path}: not a readable ONNX model ({reason})") from None
         self.providers = tuple(self.session.get_providers())
         self.info = ModelInfo.from_session(self.session, str(self.path))
-        self._sensor_threads = threads
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -187,23 +186,32 @@ class Engine:
                 self._run_episode_early_exit(
                     x[begin:end], early_exit, step_logits[begin:end], locations[begin:end], glimpses_used[begin:end]
                 )
-        logits = step_logits[np.arange(n), glimpses_used - 1]  # (N, classes)
-        probabilities = _softmax(logits)  # (N, classes)
+        if early_exit is None:
+            logits = step_logits[:, T - 1].copy()  # (N, classes)
+        else:
+            logits = step_logits[np.arange(n), glimpses_used - 1]  # (N, classes)
         return Prediction(
-            labels=np.argmax(probabilities, axis=1).astype(np.int64),
-            probabilities=probabilities,
+            labels=np.argmax(logits, axis=1).astype(np.int64),
+            probabilities=_softmax(logits),
             logits=logits,
             locations=locations,
             glimpses_used=glimpses_used,
             step_probabilities=_softmax(step_logits) if steps else None,
         )
 
-    def predict_files(self, paths: Iterable[str | os.PathLike], **options: Any) -> Prediction:
+    def predict_files(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        early_exit: float | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        steps: bool = False,
+    ) -> Prediction:
         """Decodes image files (ram_infer.images.load_image) and predicts them.
 
         Args:
             paths: PNG, JPEG, BMP, WebP, TIFF or GIF files.
-            options: ``predict``'s keyword arguments.
+            early_exit, batch_size, steps: as for ``predict``.
 
         Raises:
             ImageError: a file cannot be read or decoded; the message starts with its path.
@@ -211,7 +219,9 @@ class Engine:
         shape = self.info.input
         x = np.empty((0, shape.channels, shape.height, shape.width), np.float32)  # (N, C, H, W)
         decoded = [load_image(path, shape) for path in paths]
-        return self.predict(np.stack(decoded) if decoded else x, **options)
+        return self.predict(
+            np.stack(decoded) if decoded else x, early_exit=early_exit, batch_size=batch_size, steps=steps
+        )
 
     def _check_images(self, images: Any) -> np.ndarray:
         x = np.asarray(images)
@@ -247,7 +257,7 @@ class Engine:
                 sensor.num_scales,
                 sensor.scale_factor,
                 out=workspace.glimpse,  # (n, k, C, g, g)
-                threads=self._sensor_threads,
+                threads=self.threads,
             )
             self.session.run_with_iobinding(workspace.bindings[t])
 

@@ -16,8 +16,9 @@ The steps, in order (each documented where it happens):
 6. placement, only when the size differs from the model's input (an image already of that size is used as is):
 
    - ``"mnist"`` (the MNIST preprocessing): contrast stretched so the background (the 99th percentile of the border,
-     which flattens uneven lighting and noise) is 0 and the brightest pixel 1; cropped to the ink's bounding box (pixels above ``INK_THRESHOLD``); resized to fit a 20×20 box keeping the
-     aspect ratio (20/28 of the input's shorter side); pasted so its centre of mass is at the input's centre.
+     which flattens uneven lighting and noise) is 0 and the brightest pixel 1; cropped to the ink's bounding box
+     (pixels above ``INK_THRESHOLD``); resized to fit a 20×20 box keeping the aspect ratio (20/28 of the input's
+     shorter side); pasted so its centre of mass is at the input's centre.
    - ``"canvas"`` (translated and cluttered models): an image larger than the canvas is shrunk to fit keeping the
      aspect ratio; the image is then pasted at the centre of a zero canvas.
 7. value scale: intensity · 255 / ``value_scale`` (so 8-bit pixel values divided by ``value_scale``).
@@ -45,7 +46,10 @@ _GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 class ImageError(ValueError):
-    """An image cannot be used: unreadable, not an image, too large, or of an unusable shape. Message: ``path: problem``."""
+    """An image cannot be used: unreadable, not an image, too large, or of an unusable shape.
+
+    The message reads ``path: problem``.
+    """
 
 
 def load_image(
@@ -142,7 +146,7 @@ def prepare_array(array: Any, input_format: InputFormat, *, source: str = "array
 
 
 def prepare_intensities(values: np.ndarray, input_format: InputFormat, *, source: str) -> np.ndarray:
-    """Steps 3–7: intensities ``[H, W, c]`` in [0, 1] (c = 1–4, alpha last if 2 or 4) → ``[C, H, W]`` model input."""
+    """Steps 3–7: intensities ``[H, W, c]`` in [0, 1] (c = 1–4, alpha last if 2 or 4) → input ``[C, H, W]``."""
     if input_format.channels not in (1, 3):
         raise ImageError(f"{source}: the model takes {input_format.channels} channels; images convert to 1 or 3")
     colour = values[:, :, :3] if values.shape[2] >= 3 else values[:, :, :1]  # (H, W, 1 or 3)

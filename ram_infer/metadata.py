@@ -2,20 +2,16 @@
 
 Every value is JSON under one key (one definition, used by the exporter to write and by the runtime to read):
 
-=====================  ==================================================================================================
-key                    value
-=====================  ==================================================================================================
-``ram.format_version`` int, this file's ``FORMAT_VERSION``; a newer version is refused
-``ram.sensor``         ``{"glimpse_size": g, "num_scales": k, "scale_factor": s}``
-``ram.num_glimpses``   int T, the steps of one episode
-``ram.initial_location`` ``[x, y]``, l_0 in ``[-1, 1]``
-``ram.state_size``     int S, the width of the packed recurrent state
-``ram.input``          ``{"height", "width", "channels", "value_scale", "background", "placement"}`` (see InputFormat)
-``ram.labels``         list of class names, one per logit
-``ram.dataset``        str, the data set it was trained on (e.g. ``"mnist"``)
-``ram.test_error``     float in ``[0, 1]`` measured through the exported path, or null
-``ram.training``       dict: how it was trained (command, preset, steps, wall time, configuration …)
-=====================  ==================================================================================================
+- ``ram.format_version``: int, this file's ``FORMAT_VERSION``; a newer version is refused.
+- ``ram.sensor``: ``{"glimpse_size": g, "num_scales": k, "scale_factor": s}``.
+- ``ram.num_glimpses``: int T, the steps of one episode.
+- ``ram.initial_location``: ``[x, y]``, l_0 in [-1, 1].
+- ``ram.state_size``: int S, the width of the packed recurrent state.
+- ``ram.input``: ``{"height", "width", "channels", "value_scale", "background", "placement"}`` (see InputFormat).
+- ``ram.labels``: list of class names, one per logit.
+- ``ram.dataset``: str, the data set it was trained on (e.g. ``"mnist"``).
+- ``ram.test_error``: float in [0, 1] measured through the exported path, or null.
+- ``ram.training``: dict, how it was trained (command, preset, steps, wall time, configuration …).
 
 The runtime reads these through ``onnxruntime`` (``get_modelmeta().custom_metadata_map``), so it needs no ``onnx``
 package, and checks them against the graph's inputs and outputs (the step contract in DESIGN.md).
@@ -188,7 +184,9 @@ class ModelInfo:
                 if arg.type != "tensor(float)":
                     raise ModelFormatError(f"{source}: graph {kind} {arg.name!r} must be float32, got {arg.type}")
         info.check_graph(
-            [(arg.name, arg.shape) for arg in ports["input"]], [(arg.name, arg.shape) for arg in ports["output"]], source
+            [(arg.name, arg.shape) for arg in ports["input"]],
+            [(arg.name, arg.shape) for arg in ports["output"]],
+            source,
         )
         return info
 
@@ -227,7 +225,9 @@ _KEY_OF = {
 def _check_ports(kind: str, ports, names: tuple[str, ...], expected: dict[str, tuple[int, ...]], source: str) -> None:
     got_names = tuple(name for name, _ in ports)
     if got_names != names:
-        raise ModelFormatError(f"{source}: graph {kind}s must be {list(names)} (the RAM step contract), got {list(got_names)}")
+        raise ModelFormatError(
+            f"{source}: graph {kind}s must be {list(names)} (the RAM step contract), got {list(got_names)}"
+        )
     for name, shape in ports:
         want = expected[name]
         per_row = tuple(shape)[1:]

@@ -76,7 +76,8 @@ def test_directory_expands_to_its_images(run, files, tmp_path):
 
 def test_directory_without_images_fails(run, tmp_path):
     status, out, err = run(str(tmp_path))
-    assert (status, out) == (2, []) and err == [f"{tmp_path}: directory has no image files (.png, .jpg, .jpeg, .bmp, .webp, .tif, .tiff, .gif)"]
+    assert (status, out) == (2, [])
+    assert err == [f"{tmp_path}: directory has no image files (.png, .jpg, .jpeg, .bmp, .webp, .tif, .tiff, .gif)"]
 
 
 @pytest.fixture
@@ -158,7 +159,7 @@ def test_missing_model_file_exits_2(run, files, tmp_path):
 
 def test_corrupt_model_exits_2(run, files, bad_file):
     status, _, err = run(files[0], "--model", bad_file, model=False)
-    assert (status, len(err)) == (2, 1) and err[0] == f"{bad_file}: not a readable ONNX model (" + err[0].split("(", 1)[1]
+    assert (status, len(err)) == (2, 1) and err[0].startswith(f"{bad_file}: not a readable ONNX model (")
 
 
 @pytest.fixture
@@ -187,7 +188,8 @@ def test_bundled_model_is_the_default(run, files, models_dir, tiny_rnn_path):
 def test_list_models_shows_the_test_error(run, models_dir, tiny_rnn_path):
     shutil.copy(tiny_rnn_path, models_dir / "tiny.onnx")
     status, out, _ = run("--list-models", model=False)
-    assert status == 0 and out == [f"tiny: mnist, test error 50.00%, {TINY_GLIMPSES} glimpses ({models_dir / 'tiny.onnx'})"]
+    path = models_dir / "tiny.onnx"
+    assert status == 0 and out == [f"tiny: mnist, test error 50.00%, {TINY_GLIMPSES} glimpses ({path})"]
 
 
 def test_list_models_without_models_says_so(run, models_dir):

@@ -137,7 +137,8 @@ def test_early_exit_keeps_results_of_images_that_do_not_exit(reference, early):
 def test_early_exit_locations_repeat_the_last_glimpse(reference, early):
     for i, used in enumerate(early.glimpses_used):
         assert np.array_equal(early.locations[i, :used], reference.locations[i, :used])
-        assert np.array_equal(early.locations[i, used:], np.repeat(reference.locations[i, used - 1 : used], TINY_GLIMPSES - used, 0))
+        last = reference.locations[i, used - 1]
+        assert np.array_equal(early.locations[i, used:], np.broadcast_to(last, (TINY_GLIMPSES - used, 2)))
 
 
 def test_early_exit_does_not_depend_on_batch_size(engine, images, early, early_threshold):
@@ -205,7 +206,8 @@ def test_zero_threads_raise(tiny_model_path):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="CUDA provider present")
 def test_unavailable_provider_falls_back_to_cpu_with_a_warning(tiny_model_path):
-    with pytest.warns(RuntimeWarning, match=r"\['CUDAExecutionProvider'\] not available .* falling back to \['CPUExecutionProvider'\]"):
+    message = r"\['CUDAExecutionProvider'\] not available .* falling back to \['CPUExecutionProvider'\]"
+    with pytest.warns(RuntimeWarning, match=message):
         engine = load_model(tiny_model_path, providers=["CUDAExecutionProvider"])
     assert engine.providers == ("CPUExecutionProvider",)
 

@@ -114,7 +114,7 @@ def test_export_checkpoint_rebuilds_the_model(tmp_path, images):
 def test_export_checkpoint_without_config_raises(tmp_path):
     checkpoint = tmp_path / "bad.pt"
     torch.save({"model": {}}, checkpoint)
-    with pytest.raises(ValueError, match=r"bad\.pt: checkpoint must have keys 'config' and 'model', missing \['config'\]"):
+    with pytest.raises(ValueError, match=r"bad\.pt: checkpoint must have keys 'config' and 'model', missing"):
         export_checkpoint(checkpoint, tmp_path / "m.onnx")
 
 
@@ -122,3 +122,16 @@ def test_translated_model_gets_canvas_placement(tmp_path):
     config = ModelConfig(height=60, width=60, glimpse_size=4, num_glimpses=2, core_hidden=16)
     info = export_step_model(RecurrentAttention(config), tmp_path / "t.onnx", dataset="translated60")
     assert (info.input.placement, load_model(tmp_path / "t.onnx").info.input.height) == ("canvas", 60)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"labels": ["a", "b"]}, r"labels must have one name per class \(10\), got 2"),
+        ({"placement": "stretch"}, r"placement must be one of \('mnist', 'canvas'\) or None, got 'stretch'"),
+        ({"test_error": 12.5}, r"test_error must be in \[0, 1\] or None, got 12.5"),
+    ],
+)
+def test_bad_metadata_arguments_raise(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        export_step_model(RecurrentAttention(ModelConfig()), tmp_path / "m.onnx", dataset="mnist", **options)

@@ -14,12 +14,14 @@ not in the graph either; the runtime runs the compiled sensor between steps (ram
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -27,7 +29,7 @@ import torch
 from torch import nn
 
 from ram_infer.engine import load_model
-from ram_infer.metadata import InputFormat, ModelInfo, SensorSpec
+from ram_infer.metadata import PLACEMENTS, STEP_INPUTS, STEP_OUTPUTS, InputFormat, ModelInfo, SensorSpec
 from training.config import ModelConfig, TrainConfig
 from training.model import RecurrentAttention, glimpse
 
@@ -78,20 +80,27 @@ def model_info(
         dataset: the training task (``mnist``, ``translated60``, ``cluttered60``, ``cluttered100`` or another name).
         labels: one name per class; None gives ``"0"``, ``"1"``, ….
         test_error: measured test error in [0, 1], or None if not measured.
-        training: how it was trained (command, preset, steps, wall time …); the configuration is added if absent.
+        training: how it was trained (command, preset, steps, wall time …); the model configuration is added as
+            ``"model"``.
         placement: how the runtime fits images of another size; None picks ``"mnist"`` for 28×28 inputs and
             ``"canvas"`` otherwise.
 
     Returns:
         ModelInfo ready for ``to_metadata_props``.
+
+    Raises:
+        ValueError: labels, placement or test_error out of range.
     """
     labels = tuple(str(i) for i in range(config.num_classes)) if labels is None else tuple(labels)
     if len(labels) != config.num_classes:
         raise ValueError(f"labels must have one name per class ({config.num_classes}), got {len(labels)}")
     if placement is None:
         placement = "mnist" if (config.height, config.width) == (28, 28) else "canvas"
-    training = dict(training or {})
-    training.setdefault("model", dataclasses.asdict(config))
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS} or None, got {placement!r}")
+    if test_error is not None and not 0 <= test_error <= 1:
+        raise ValueError(f"test_error must be in [0, 1] or None, got {test_error}")
+    training = {**(training or {}), "model": dataclasses.asdict(config)}
     return ModelInfo(
         sensor=SensorSpec(config.glimpse_size, config.num_scales, config.scale_factor),
         num_glimpses=config.num_glimpses,
@@ -145,30 +154,28 @@ def export_step_model(
     info = model_info(
         config, dataset=dataset, labels=labels, test_error=test_error, training=training, placement=placement
     )
-    step = OnnxStep(model).eval()
     n = 2  # any batch; the axis is exported as dynamic
     example = (
         torch.zeros(n, *info.glimpse_shape),
         torch.zeros(n, 2),
         torch.zeros(n, config.state_size),
     )
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad(), warnings.catch_warnings():
+    exported = io.BytesIO()
+    with _eval_mode(model), torch.no_grad(), warnings.catch_warnings():
         # The legacy exporter and its helpers announce their deprecation; for this graph it is the better exporter.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            step,
+            OnnxStep(model),
             example,
-            str(path),
-            input_names=["glimpse", "location", "state"],
-            output_names=["state_next", "location_next", "logits"],
-            dynamic_axes={name: {0: "batch"} for name in ("glimpse", "location", "state", "state_next", "location_next", "logits")},
+            exported,
+            input_names=list(STEP_INPUTS),
+            output_names=list(STEP_OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in STEP_INPUTS + STEP_OUTPUTS},
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
         )
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(exported.getvalue())
     proto.doc_string = (
         "RAM step network (Mnih et al. 2014): (glimpse, location, state) -> (state_next, location_next, logits); "
         "the baseline f_b is not exported."
@@ -178,6 +185,8 @@ def export_step_model(
     for key, value in info.to_metadata_props().items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(proto, str(path))
     return info
 
@@ -196,7 +205,8 @@ def export_checkpoint(
         checkpoint_path: a checkpoint written by ``ram-train``.
         onnx_path: the ``.onnx`` file to write.
         test_error: measured test error in [0, 1], if known.
-        training: extra training facts for the metadata; the checkpoint's configuration and step are added.
+        training: extra training facts for the metadata (command, preset …), added to those of the checkpoint:
+            its configuration, ``steps``, ``wall_time_s`` and ``best_valid_error``.
         labels: class names; None gives ``"0"``, ``"1"``, ….
 
     Returns:
@@ -212,11 +222,14 @@ def export_checkpoint(
     config = TrainConfig.from_dict(checkpoint["config"])
     model = RecurrentAttention(config.model)
     model.load_state_dict(checkpoint["model"])
-    facts = {"config": checkpoint["config"]}
-    if "step" in checkpoint:
-        facts["steps"] = checkpoint["step"]
+    facts: dict[str, Any] = {"config": {k: v for k, v in checkpoint["config"].items() if k != "model"}}
+    for key, fact in (("step", "steps"), ("elapsed", "wall_time_s"), ("best_error", "best_valid_error")):
+        if key in checkpoint:
+            facts[fact] = checkpoint[key]
     facts.update(training or {})
-    return export_step_model(model, onnx_path, dataset=config.task, labels=labels, test_error=test_error, training=facts)
+    return export_step_model(
+        model, onnx_path, dataset=config.task, labels=labels, test_error=test_error, training=facts
+    )
 
 
 def check_parity(
@@ -249,8 +262,6 @@ def check_parity(
     """
     x = torch.as_tensor(np.ascontiguousarray(images, dtype=np.float32))
     engine = load_model(onnx_path, threads=1)
-    was_training = model.training
-    model.eval()
     diffs: dict[str, float] = {}
     problems: list[str] = []
 
@@ -261,14 +272,14 @@ def check_parity(
             return
         diffs[name] = max(diffs.get(name, 0.0), float(np.max(np.abs(want - got), initial=0.0)))
 
-    with torch.no_grad():
+    with _eval_mode(model), torch.no_grad():
         l_prev, state = model.initial_location(len(x)), model.initial_state(len(x))
         for _ in range(model.config.num_glimpses):
             rho = glimpse(x, l_prev, model.config)  # (N, k, C, g, g)
             step = model.step(rho, l_prev, state)
             feeds = {"glimpse": rho.numpy(), "location": l_prev.numpy(), "state": state.numpy()}
             for name, want, got in zip(
-                ("state_next", "location_next", "logits"),
+                STEP_OUTPUTS,
                 (step.state, step.mean, step.logits),
                 engine.session.run(None, feeds),
             ):
@@ -278,7 +289,6 @@ def check_parity(
     prediction = engine.predict(x.numpy())
     compare("episode locations", rollout.locations, prediction.locations)
     compare("episode logits", rollout.logits[-1], prediction.logits)
-    model.train(was_training)
     problems += [f"{name}: max |diff| {diff:.3g} > {atol:g}" for name, diff in diffs.items() if not diff <= atol]
     if problems:
         table = "\n".join(f"  {name}: max |diff| {diff:.3g}" for name, diff in diffs.items())
@@ -288,6 +298,17 @@ def check_parity(
             + f"\nall outputs:\n{table}"
         )
     return diffs
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Puts ``model`` in eval mode for the block and restores its mode after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
