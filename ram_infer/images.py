@@ -42,7 +42,7 @@ BACKGROUND_PERCENTILE = 99  # of the border pixels: the background level that "m
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _MNIST_BOX = 20 / 28  # MNIST fits each digit in 20×20 inside 28×28
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
-_GREY_MODES = ("1", "L", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_GREY_MODES = ("1", "L", "LA", "La")  # 8-bit grey (16-bit and float modes are read directly)
 
 
 class ImageError(ValueError):
@@ -115,7 +115,8 @@ def prepare_array(array: Any, input_format: InputFormat, *, source: str = "array
 
     Args:
         array: 2-D grey ``[H, W]``, ``[H, W, c]`` or ``[c, H, W]`` with c in 1–4 (grey, grey + alpha, RGB, RGBA);
-            uint8 (/255), uint16 (/65535), or float already in [0, 1] (bright = 1).
+            uint8 (/255), uint16 (/65535), or float or bool already in [0, 1] (bright = 1). A 3-D array whose
+            last axis is longer than 4 and first axis is not is read as ``[c, H, W]``.
         input_format: the model's input (``Engine.info.input``).
         source: a name for error messages.
 
@@ -173,7 +174,7 @@ def _intensities(image: Image.Image) -> np.ndarray:
     if mode == "F":
         return np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)[:, :, None]
     has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
-    grey = mode in _GREY_MODES or mode in ("LA", "La") or (mode == "P" and _palette_is_grey(image))
+    grey = mode in _GREY_MODES or (mode == "P" and _palette_is_grey(image))
     target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
     if mode != target:
         image = image.convert(target)

@@ -93,7 +93,7 @@ class ModelInfo:
     labels: tuple[str, ...]
     dataset: str
     test_error: float | None = None
-    training: Mapping[str, Any] = field(default_factory=dict)
+    training: Mapping[str, Any] = field(default_factory=dict, hash=False)  # a dict: left out of the hash
     format_version: int = FORMAT_VERSION
 
     @property

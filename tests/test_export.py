@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 from ram_infer import load_model  # noqa: E402
 from ram_infer.metadata import KEYS, PREFIX  # noqa: E402
 from training.config import ModelConfig, TrainConfig  # noqa: E402
-from training.export import ParityError, check_parity, export_checkpoint, export_step_model  # noqa: E402
+from training.export import ParityError, check_parity, export_checkpoint, export_step_model, main  # noqa: E402
 from training.model import RecurrentAttention  # noqa: E402
 
 PARITY_ATOL = 1e-5
@@ -109,6 +111,14 @@ def test_export_checkpoint_rebuilds_the_model(tmp_path, images):
     info = export_checkpoint(checkpoint, tmp_path / "m.onnx", test_error=0.25)
     assert (info.dataset, info.test_error, info.training["steps"]) == ("mnist", 0.25, 7)
     check_parity(model, tmp_path / "m.onnx", images)
+
+
+def test_export_command_writes_the_model(tmp_path, capsys):
+    config = TrainConfig(model=ModelConfig(glimpse_size=4, num_glimpses=2, core_hidden=8))
+    torch.save({"config": config.to_dict(), "model": RecurrentAttention(config.model).state_dict()}, tmp_path / "c.pt")
+    status = main([str(tmp_path / "c.pt"), str(tmp_path / "m.onnx"), "--test-error", "0.5"])
+    record = json.loads(capsys.readouterr().out)
+    assert (status, record["ram.test_error"], load_model(tmp_path / "m.onnx").info.test_error) == (0, "0.5", 0.5)
 
 
 def test_export_checkpoint_without_config_raises(tmp_path):

@@ -1,0 +1,40 @@
+"""The glimpse-path drawing: frame count, upscaling, and boxes where the sensor contract puts the patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ram_infer.draw import COLOURS, draw_glimpses, save_trace
+from ram_infer.metadata import InputFormat, SensorSpec
+
+SENSOR = SensorSpec(glimpse_size=4, num_scales=2, scale_factor=2)
+MNIST = InputFormat(height=28, width=28, channels=1)
+IMAGE = np.zeros((1, 28, 28), np.float32)
+LOCATIONS = np.array([[0.0, 0.0], [-0.5, -0.5], [0.5, 0.25]], np.float32)
+
+
+def test_one_frame_per_glimpse_used():
+    assert len(draw_glimpses(IMAGE, LOCATIONS, SENSOR, MNIST, glimpses_used=2)) == 2
+
+
+def test_image_is_upscaled_by_an_integer_factor():
+    assert draw_glimpses(IMAGE, LOCATIONS, SENSOR, MNIST)[0].size == (280, 280)
+
+
+@pytest.mark.parametrize(("scale", "side"), [(0, 4), (1, 8)])
+def test_box_edges_follow_the_sensor_contract(scale, side):
+    """Glimpse 1 at (0, 0): centre pixel (14, 14); scale i covers [14 - side // 2, 14 - side // 2 + side)."""
+    frame = np.asarray(draw_glimpses(IMAGE, LOCATIONS[:1], SENSOR, MNIST, min_side=28)[0])  # factor 1
+    left = 14 - side // 2
+    assert tuple(frame[left + side - 1, left + side - 1]) == COLOURS[0]  # bottom-right pixel of the box outline
+
+
+def test_bad_locations_raise():
+    with pytest.raises(ValueError, match=r"locations must have shape \(T, 2\), got \(3,\)"):
+        draw_glimpses(IMAGE, np.zeros(3, np.float32), SENSOR, MNIST)
+
+
+def test_save_trace_without_frames_raises(tmp_path):
+    with pytest.raises(ValueError, match=r"frames must not be empty"):
+        save_trace(tmp_path / "t.png", [])
