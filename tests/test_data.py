@@ -349,3 +349,20 @@ def test_train_stream_rejects_bad_settings(
 ) -> None:
     with pytest.raises(ValueError, match=problem):
         data.TrainStream("mnist", source=source, **arguments)
+
+
+def test_shift_moves_each_image_within_bounds_and_keeps_its_pixels() -> None:
+    images = np.zeros((64, 1, 28, 28), dtype=np.float32)
+    images[:, 0, 12:16, 12:16] = 1.0  # a 4×4 square 12 px from every edge: any shift ≤ 3 keeps it whole
+    moved = data.shift(images, np.random.default_rng(0), 3)
+    rows = np.argwhere(moved[:, 0].any(axis=2))
+    assert moved.shape == images.shape
+    assert np.array_equal(moved.sum(axis=(1, 2, 3)), images.sum(axis=(1, 2, 3)))
+    assert rows[:, 1].min() >= 9 and rows[:, 1].max() <= 18
+    assert len({m.tobytes() for m in moved}) > 1
+
+
+def test_train_stream_with_max_shift_is_still_a_pure_function_of_the_step(source) -> None:
+    first = data.TrainStream("mnist", source=source, batch_size=8, max_shift=2).batch(5)
+    second = data.TrainStream("mnist", source=source, batch_size=8, max_shift=2).batch(5)
+    assert np.array_equal(first[0], second[0])

@@ -63,6 +63,7 @@ class TrainConfig:
     baseline_weight: float = 1.0  # weight of the baseline MSE
     aux_weight: float = 0.0  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
+    max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
     seed: int = 0
     data_root: str | None = None
     eval_every: int = 1000  # steps between validation runs (mean policy)

@@ -310,6 +310,25 @@ def _paste_max(canvas: np.ndarray, patches: np.ndarray, top: np.ndarray, left: n
     canvas[batch, rows, cols] = np.maximum(canvas[batch, rows, cols], patches)
 
 
+def shift(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
+    """Moves each image by a uniform random offset in ``[-max_shift, max_shift]`` per axis; vacated pixels are 0.
+
+    Args:
+        images (ndarray[B, 1, H, W], float32): the batch.
+        rng: the source of the offsets.
+        max_shift: the largest move in pixels.
+
+    Returns:
+        ndarray[B, 1, H, W], float32.
+    """
+    batch, _, height, width = images.shape
+    padded = np.pad(images[:, 0], ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))  # (B, H + 2m, W + 2m)
+    top = rng.integers(0, 2 * max_shift + 1, size=batch)  # (B,)
+    left = rng.integers(0, 2 * max_shift + 1, size=batch)  # (B,)
+    rows, cols = _window(top, left, height, width)
+    return padded[np.arange(batch)[:, None, None], rows, cols][:, None]  # (B, 1, H, W)
+
+
 def _window(top: np.ndarray, left: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices (ndarray[B, height, 1], ndarray[B, 1, width]) of each image's window."""
     rows = top[:, None, None] + np.arange(height)[None, :, None]  # (B, height, 1)
@@ -387,6 +406,7 @@ class TrainStream:
         world_size: int = 1,
         *,
         source: tuple[np.ndarray, np.ndarray] | None = None,
+        max_shift: int = 0,
     ) -> None:
         """Sets up the stream.
 
@@ -399,16 +419,18 @@ class TrainStream:
             world_size: W, number of data-parallel processes.
             source: ``(images (ndarray[N, h, w], float32), labels (ndarray[N], int64))`` to use instead of the
                 MNIST training split (for tests).
+            max_shift: augmentation: every image moves by up to this many pixels along each axis (zero fill).
 
         Raises:
             ValueError: unknown task, negative seed, bad batch_size/rank/world_size, or fewer than B·W digits.
         """
         self.task = _get_task(task_name)
-        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size:
+        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size or max_shift < 0:
             raise ValueError(
-                "TrainStream needs seed >= 0, batch_size >= 1 and 0 <= rank < world_size, got "
-                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}"
+                "TrainStream needs seed >= 0, batch_size >= 1, 0 <= rank < world_size and max_shift >= 0, got "
+                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}, max_shift={max_shift}"
             )
+        self._max_shift = max_shift
         self._digits, self._labels = load_mnist(root)["train"] if source is None else source
         if len(self._labels) != len(self._digits):
             raise ValueError(f"source must hold one label per image, got {len(self._digits)} and {len(self._labels)}")
@@ -458,6 +480,8 @@ class TrainStream:
         indices = self.indices(step)  # (B,)
         rng = np.random.default_rng([self._seed, step, self._rank, 1])
         images = compose(self._digits[indices], self._digits, self.task, rng, digit_indices=indices)
+        if self._max_shift:
+            images = shift(images, rng, self._max_shift)
         return images, np.asarray(self._labels[indices], dtype=np.int64)
 
 

@@ -75,7 +75,8 @@ class Trainer:
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.stream = TrainStream(config.task, root=config.data_root, seed=config.seed,
-                                  batch_size=config.batch_size, rank=rank, world_size=world_size)
+                                  batch_size=config.batch_size, rank=rank, world_size=world_size,
+                                  max_shift=config.max_shift)
         self.step, self.elapsed, self.best_error = 0, 0.0, math.inf
         self._valid: tuple[np.ndarray, np.ndarray] | None = None
 
