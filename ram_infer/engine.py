@@ -9,6 +9,9 @@ preallocated buffers and one ONNX Runtime IOBinding per step, bound once. Step t
 buffer ``t % 2`` and writes ``locations[t + 1]``, the other state buffer and ``logits[t]`` in place, and the sensor
 writes ρ into a bound buffer: a step is one sensor call and one ``run_with_iobinding``, with no copies and no
 rebinding. Workspaces are per thread, so ``predict`` may be called from several threads at once on one Engine.
+
+Both calls skip their Python front doors (``_direct_runner``, ``_direct_sensor``): at batch 1 a step costs ≈ 13 µs,
+and the front doors' checks, which the workspace makes once, added ≈ 2 µs to each (benchmarks/results/engine.md).
 """
 
 from __future__ import annotations
@@ -19,15 +22,15 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
+from ram_infer import sensor
 from ram_infer.images import load_image
 from ram_infer.metadata import ModelFormatError, ModelInfo
-from ram_infer.sensor import extract_glimpses
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_BATCH_SIZE = 256
@@ -140,6 +143,9 @@ class Engine:
         self.providers = tuple(self.session.get_providers())
         self.info = ModelInfo.from_session(self.session, str(self.path))
         self._local = threading.local()
+        self._run, self._raw_binding = _direct_runner(self.session)
+        self._glimpse = _direct_sensor()
+        self._run_options = ort.RunOptions()
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, dataset={self.info.dataset!r}, providers={list(self.providers)})"
@@ -239,7 +245,7 @@ class Engine:
             cache = self._local.workspaces = OrderedDict()
         workspace = cache.get(n)
         if workspace is None:
-            workspace = cache[n] = _Workspace(self.session, self.info, n)
+            workspace = cache[n] = _Workspace(self.session, self.info, n, self._raw_binding)
             if len(cache) > _WORKSPACES_PER_THREAD:
                 cache.popitem(last=False)
         else:
@@ -248,18 +254,12 @@ class Engine:
 
     def _steps(self, x: np.ndarray, workspace: "_Workspace", first: int, last: int) -> None:
         """Runs steps ``first`` … ``last - 1`` of the episodes in ``workspace`` (state and location already set)."""
-        sensor = self.info.sensor
+        g, k, s = self.info.sensor.glimpse_size, self.info.sensor.num_scales, self.info.sensor.scale_factor
+        glimpse, run, options, threads = self._glimpse, self._run, self._run_options, self.threads or 0
+        rho, locations, bindings = workspace.glimpse, workspace.location_rows, workspace.raw_bindings
         for t in range(first, last):
-            extract_glimpses(
-                x,
-                workspace.locations[t],  # (n, 2), l_{t-1} in the paper's 1-based steps
-                sensor.glimpse_size,
-                sensor.num_scales,
-                sensor.scale_factor,
-                out=workspace.glimpse,  # (n, k, C, g, g)
-                threads=self.threads,
-            )
-            self.session.run_with_iobinding(workspace.bindings[t])
+            glimpse(x, locations[t], g, k, s, out=rho, threads=threads)  # ρ(x, l_{t-1}) → (n, k, C, g, g)
+            run(bindings[t], options)
 
     def _run_episode(self, x: np.ndarray, step_logits: np.ndarray, locations: np.ndarray) -> None:
         T = self.info.num_glimpses
@@ -309,7 +309,7 @@ class Engine:
 class _Workspace:
     """Buffers and IOBindings for one episode of n images on one thread (see the module docstring)."""
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, n: int):
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, n: int, raw_binding: Callable[[Any], Any]):
         T = info.num_glimpses
         self.info = info
         self.glimpse = np.empty((n, *info.glimpse_shape), np.float32)  # (n, k, C, g, g)
@@ -329,11 +329,33 @@ class _Workspace:
             ):
                 bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
             self.bindings.append(binding)
+        self.raw_bindings = [raw_binding(binding) for binding in self.bindings]  # what Engine._run takes
+        self.location_rows = list(self.locations)  # views made once; row t is l_{t-1} in the paper's 1-based steps
 
     def start(self) -> None:
         """Sets state = 0 and l_0 = the model's initial location."""
         self.states[0] = 0.0
         self.locations[0] = self.info.initial_location
+
+
+def _direct_runner(session: ort.InferenceSession) -> tuple[Callable[[Any, Any], None], Callable[[Any], Any]]:
+    """``session.run_with_iobinding`` as the compiled call it wraps, and how to get that call's binding from an IOBinding.
+
+    The Python wrapper re-checks each call for WebGPU graph capture, which this CPU loop never uses (≈ 1 µs a step).
+    An onnxruntime without these private names gets the public wrapper.
+    """
+    compiled = getattr(session, "_sess", None)
+    if compiled is not None and hasattr(session.io_binding(), "_iobinding"):
+        return compiled.run_with_iobinding, lambda binding: binding._iobinding
+    return session.run_with_iobinding, lambda binding: binding
+
+
+def _direct_sensor() -> Callable[..., Any]:
+    """The compiled CPU sensor, whose binding checks every input, without the backend choice of ``extract_glimpses``;
+    that front door (its numpy reference) where the extension is not built."""
+    if sensor._sensor is not None:
+        return sensor._sensor.extract_glimpses_cpu
+    return sensor.extract_glimpses
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
