@@ -1,18 +1,23 @@
-"""Evaluation of trained RAM models (mean policy): test error per glimpse count, glimpse-trace and learning-curve figures."""
+"""Evaluation of trained RAM models (mean policy), through torch or the exported runtime: errors, traces, curves."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ram_infer import load_model
+from ram_infer.metadata import SensorSpec
 from training.config import TrainConfig
 from training.data import fixed_split
 from training.model import RecurrentAttention
+
+EARLY_EXIT_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
 def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, dict[str, Any]]:
@@ -34,6 +39,23 @@ def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, 
     return model.eval(), config, checkpoint
 
 
+def rollout_answers(model: RecurrentAttention, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+    """The torch model's answers with the mean policy after 1, 2, …, T glimpses.
+
+    Args:
+        images (ndarray[N, C, H, W], float32): the evaluation images.
+
+    Returns:
+        ndarray[N, T], int64: the most probable class after each glimpse; column T-1 is the model's answer.
+    """
+    answers = np.empty((len(images), model.config.num_glimpses), dtype=np.int64)  # (N, T)
+    with torch.no_grad():
+        for begin in range(0, len(images), batch_size):
+            logits = model.rollout(torch.from_numpy(images[begin : begin + batch_size])).logits  # (T, B, classes)
+            answers[begin : begin + batch_size] = logits.argmax(2).T.numpy()  # (B, T)
+    return answers
+
+
 def errors_per_glimpse(model: RecurrentAttention, images: np.ndarray, labels: np.ndarray,
                        batch_size: int = 1000) -> np.ndarray:
     """Error of the mean policy when answering after 1, 2, …, T glimpses.
@@ -45,43 +67,54 @@ def errors_per_glimpse(model: RecurrentAttention, images: np.ndarray, labels: np
     Returns:
         ndarray[T], float64: the fraction wrong after each glimpse; the last entry is the model's test error.
     """
-    wrong = np.zeros(model.config.num_glimpses, dtype=np.int64)
-    with torch.no_grad():
-        for begin in range(0, len(images), batch_size):
-            logits = model.rollout(torch.from_numpy(images[begin : begin + batch_size])).logits  # (T, B, classes)
-            wrong += (logits.argmax(2).numpy() != labels[None, begin : begin + batch_size]).sum(1)
-    return wrong / max(len(images), 1)
+    if len(images) == 0:
+        return np.zeros(model.config.num_glimpses)
+    return np.mean(rollout_answers(model, images, batch_size) != labels[:, None], axis=0)
 
 
-def plot_traces(model: RecurrentAttention, images: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
-    """A grid of images with their glimpse paths: the k boxes of every glimpse, numbered, answer in the title."""
+def plot_traces(
+    images: np.ndarray,
+    labels: np.ndarray,
+    answers: np.ndarray,
+    locations: np.ndarray,
+    sensor: SensorSpec,
+    path: str | Path,
+) -> None:
+    """A grid of images with their glimpse paths: the k boxes of every glimpse, numbered, answer in the title.
+
+    Args:
+        images (ndarray[N, C, H, W], float32): the model inputs (the first channel is drawn).
+        labels (ndarray[N], int64): the true classes.
+        answers (ndarray[N], int64): the model's answers (red titles where they are wrong).
+        locations (ndarray[N, T, 2], float32): the glimpse centres l_0 … l_{T-1} as (x, y) in [-1, 1].
+        sensor: the model's (g, k, s), for the box sizes.
+        path: the PNG to write.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    c = model.config
-    with torch.no_grad():
-        rollout = model.rollout(torch.from_numpy(images))
-    answers = rollout.logits[-1].argmax(1).numpy()
+    height, width = images.shape[2:]
+    num_glimpses = locations.shape[1]
     columns = min(len(images), 4)
     rows = -(-len(images) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
-    colours = plt.cm.viridis(np.linspace(0, 1, c.num_glimpses))
-    for ax, image, locations, label, answer in zip(axes.flat, images, rollout.locations.numpy(), labels, answers):
+    colours = plt.cm.viridis(np.linspace(0, 1, num_glimpses))
+    for ax, image, path_t, label, answer in zip(axes.flat, images, locations, labels, answers):
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
-        centres = np.floor((np.clip(locations, -1, 1) + 1) / 2 * [c.width, c.height])  # the contract's centre pixel
+        centres = np.floor((np.clip(path_t, -1, 1) + 1) / 2 * [width, height])  # (T, 2), the contract's centre pixel
         ax.plot(centres[:, 0], centres[:, 1], "-", color="white", linewidth=1)
         for t, (cx, cy) in enumerate(centres):
-            for i in range(c.num_scales):
-                side = c.glimpse_size * c.scale_factor**i
+            for i in range(sensor.num_scales):
+                side = sensor.glimpse_size * sensor.scale_factor**i
                 ax.add_patch(Rectangle((cx - side // 2 - 0.5, cy - side // 2 - 0.5), side, side, fill=False,
                                        edgecolor=colours[t], linewidth=1.2 if i == 0 else 0.6))
             ax.text(cx, cy, str(t + 1), color=colours[t], fontsize=8, ha="center", va="center")
         ax.set_title(f"label {label}, answer {answer}", color="black" if label == answer else "red", fontsize=9)
-        ax.set_xlim(-0.5, c.width - 0.5)
-        ax.set_ylim(c.height - 0.5, -0.5)
+        ax.set_xlim(-0.5, width - 0.5)
+        ax.set_ylim(height - 0.5, -0.5)
         ax.axis("off")
     for ax in axes.flat[len(images) :]:
         ax.axis("off")
@@ -90,8 +123,20 @@ def plot_traces(model: RecurrentAttention, images: np.ndarray, labels: np.ndarra
     plt.close(figure)
 
 
-def plot_curve(log_path: str | Path, path: str | Path) -> None:
-    """The learning curve of a run: training reward and validation error against wall time, from its log.jsonl."""
+def plot_curve(log_path: str | Path, path: str | Path, *, marks: Mapping[str, float] | None = None,
+               window: int = 20) -> None:
+    """The learning curve of a run from its log.jsonl: training and validation error against wall time.
+
+    Args:
+        log_path: the run's log.jsonl.
+        path: the PNG to write.
+        marks: horizontal reference lines, name → error in [0, 1] (e.g. the measured test error, the paper's).
+        window: the training error is the running mean of this many log records (each one batch's error is too
+            noisy to read, and is often 0, which a log scale cannot show).
+
+    Raises:
+        ValueError: the log has no training records.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,46 +145,130 @@ def plot_curve(log_path: str | Path, path: str | Path) -> None:
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line]
     train = [r for r in records if "reward" in r]
     valid = [r for r in records if "valid_error" in r]
+    if not train:
+        raise ValueError(f"{log_path}: no training records (lines with 'reward') to plot")
+    batch_error = 100 * (1 - np.array([r["reward"] for r in train]))  # (records,)
+    sums = np.cumsum(np.concatenate([[0.0], batch_error]))  # (records + 1,)
+    starts = np.maximum(np.arange(1, len(train) + 1) - window, 0)  # (records,)
+    running = (sums[1:] - sums[starts]) / (np.arange(1, len(train) + 1) - starts)  # (records,)
     figure, ax = plt.subplots(figsize=(6, 3.6))
-    ax.plot([r["elapsed_s"] / 60 for r in train], [100 * (1 - r["reward"]) for r in train], alpha=0.4,
-            label="training error (sampled policy)")
-    ax.plot([r["elapsed_s"] / 60 for r in valid], [100 * r["valid_error"] for r in valid], "o-",
+    ax.plot([r["elapsed_s"] / 60 for r in train], running, alpha=0.6,
+            label=f"training error (sampled policy, mean of {window} logs)")
+    ax.plot([r["elapsed_s"] / 60 for r in valid], [100 * r["valid_error"] for r in valid], "o-", markersize=3,
             label="validation error (mean policy)")
+    for (name, error), style in zip((marks or {}).items(), ("--", ":", "-.", (0, (5, 5)))):
+        ax.axhline(100 * error, color="black", linestyle=style, linewidth=0.8, label=name)
     ax.set_xlabel("wall time (minutes)")
     ax.set_ylabel("error (%)")
     ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
+def evaluate_onnx(
+    onnx_path: str | os.PathLike,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    thresholds: Sequence[float] = EARLY_EXIT_THRESHOLDS,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Test error of an exported model through the runtime, ``ram_infer.load_model(onnx_path).predict``: what ships.
+
+    Args:
+        onnx_path: the exported step network.
+        images (ndarray[N, C, H, W], float32): the evaluation images, in the model's input format.
+        labels (ndarray[N], int64): their classes.
+        thresholds: early-exit thresholds to measure (``predict(early_exit=…)``).
+        threads: ONNX Runtime and sensor threads (results do not depend on it).
+
+    Returns:
+        ``images`` (N); ``error``, the fraction wrong with the mean policy after all T glimpses;
+        ``error_per_glimpse``, T fractions: the answer after t glimpses is the argmax of step t's probabilities;
+        ``early_exit``, one ``{"threshold", "error", "mean_glimpses"}`` per threshold.
+
+    Raises:
+        ValueError: no images, or labels that do not match them.
+    """
+    if len(images) == 0 or np.shape(labels) != (len(images),):
+        raise ValueError(f"labels must have shape (N,) for N = {len(images)} >= 1 images, got {np.shape(labels)}")
+    engine = load_model(onnx_path, threads=threads)
+    prediction = engine.predict(images, steps=True)
+    step_answers = prediction.step_probabilities.argmax(axis=2)  # (N, T)
+    early_exit = []
+    for threshold in thresholds:
+        exited = engine.predict(images, early_exit=threshold)
+        early_exit.append({"threshold": threshold, "error": float(np.mean(exited.labels != labels)),
+                           "mean_glimpses": float(np.mean(exited.glimpses_used))})
+    return {
+        "images": len(images),
+        "error": float(np.mean(prediction.labels != labels)),
+        "error_per_glimpse": [float(e) for e in np.mean(step_answers != labels[:, None], axis=0)],
+        "early_exit": early_exit,
+    }
+
+
+def plot_onnx_traces(onnx_path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
+    """``plot_traces`` of the glimpse paths the runtime follows on ``images`` [N, C, H, W] with labels [N]."""
+    engine = load_model(onnx_path, threads=1)
+    prediction = engine.predict(images)
+    plot_traces(images, labels, prediction.labels, prediction.locations, engine.info.sensor, path)
+
+
 def command_eval(args: argparse.Namespace) -> int:
-    model, config, checkpoint = load_checkpoint(args.checkpoint)
-    images, labels = fixed_split(config.task, args.split, root=args.data_root or config.data_root, limit=args.limit)
-    errors = errors_per_glimpse(model, images, labels)
-    result = {"checkpoint": str(args.checkpoint), "task": config.task, "split": args.split, "images": len(images),
-              "step": checkpoint.get("step"), "error": float(errors[-1]),
-              "error_per_glimpse": [round(float(e), 6) for e in errors]}
+    path = Path(args.model)
+    if path.suffix.lower() == ".onnx":
+        if args.curve:
+            raise ValueError(f"--curve needs a checkpoint (it reads the run's log.jsonl beside it), got {path}")
+        task = load_model(path).info.dataset
+        images, labels = fixed_split(task, args.split, root=args.data_root, limit=args.limit)
+        result = {"model": str(path), "runtime": "onnx", "task": task, "split": args.split,
+                  **evaluate_onnx(path, images, labels)}
+        if args.trace:
+            plot_onnx_traces(path, images[: args.trace_images], labels[: args.trace_images], args.trace)
+    else:
+        model, config, checkpoint = load_checkpoint(path)
+        images, labels = fixed_split(config.task, args.split, root=args.data_root or config.data_root,
+                                     limit=args.limit)
+        errors = errors_per_glimpse(model, images, labels)
+        result = {"model": str(path), "runtime": "torch", "task": config.task, "split": args.split,
+                  "images": len(images), "step": checkpoint.get("step"), "error": float(errors[-1]),
+                  "error_per_glimpse": [float(e) for e in errors]}
+        if args.trace:
+            first = torch.from_numpy(images[: args.trace_images])
+            with torch.no_grad():
+                rollout = model.rollout(first)
+            c = model.config
+            plot_traces(first.numpy(), labels[: args.trace_images], rollout.logits[-1].argmax(1).numpy(),
+                        rollout.locations.numpy(), SensorSpec(c.glimpse_size, c.num_scales, c.scale_factor),
+                        args.trace)
+        if args.curve:
+            plot_curve(path.parent / "log.jsonl", args.curve)
+            result["curve"] = args.curve
     if args.trace:
-        plot_traces(model, images[: args.trace_images], labels[: args.trace_images], args.trace)
         result["trace"] = args.trace
-    if args.curve:
-        plot_curve(Path(args.checkpoint).parent / "log.jsonl", args.curve)
-        result["curve"] = args.curve
     print(json.dumps(result))
     return 0
 
 
 def add_commands(commands: Any) -> None:
-    """Adds the ``eval`` sub-command to ram-train's parser."""
-    parser = commands.add_parser("eval", help="test error of a checkpoint with the mean policy, and figures")
-    parser.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
+    """Adds the ``eval`` and ``card`` sub-commands to ram-train's parser."""
+    from training import card  # imports this module, so it is imported here
+
+    parser = commands.add_parser("eval", help="test error with the mean policy (checkpoint or exported model)",
+                                 description="Test error of the mean policy after 1 … T glimpses: of a checkpoint "
+                                             "through torch, or of an exported .onnx through the runtime "
+                                             "(which adds early exit).")
+    parser.add_argument("model", help="checkpoint.pt or best.pt of a run, or an exported .onnx model")
     parser.add_argument("--split", default="test", choices=("test", "valid"))
     parser.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
     parser.add_argument("--data-root", default=None, help="MNIST directory (default: the run's, or $RAM_INFER_DATA)")
     parser.add_argument("--trace", metavar="OUT.png", help="draw the glimpse paths of the first images")
     parser.add_argument("--trace-images", type=int, default=8)
-    parser.add_argument("--curve", metavar="OUT.png", help="plot the run's learning curve from its log.jsonl")
+    parser.add_argument("--curve", metavar="OUT.png",
+                        help="plot the run's learning curve from the log.jsonl beside the checkpoint")
     parser.set_defaults(handler=command_eval)
+    card.add_command(commands)
