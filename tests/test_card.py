@@ -85,7 +85,8 @@ def test_card_pictures_are_small_pngs_linked_from_the_card(shipped: dict, pictur
 
 def test_eval_of_the_onnx_gives_the_cards_error(shipped: dict, shipped_info, capsys) -> None:
     capsys.readouterr()
-    argv = ["eval", str(shipped["paths"]["onnx"]), "--limit", str(TEST_IMAGES), "--data-root", str(shipped["data_root"])]
+    argv = ["eval", str(shipped["paths"]["onnx"]), "--limit", str(TEST_IMAGES),
+            "--data-root", str(shipped["data_root"])]
     assert main(argv) == 0
     result = json.loads(capsys.readouterr().out)
     assert (result["runtime"], result["images"], result["error"]) == ("onnx", TEST_IMAGES, shipped_info.test_error)

@@ -262,8 +262,8 @@ def render_card(
         f"# `{name}`: RAM on {_describe_task(task)}",
         "",
         f"The Recurrent Attention Model (Mnih et al. 2014) classifying {_describe_task(task)} with {T} glimpses. "
-        f"Test error **{_percent(error)}** on {n} test images with the mean location policy, measured through the "
-        "exported ONNX step network and the ram-infer runtime, not the torch model.",
+        f"Test error **{_percent(error)}** on {_count(n)} test images with the mean location policy, measured "
+        "through the exported ONNX step network and the ram-infer runtime, not the torch model.",
         "",
         "```python",
         "import ram_infer",
@@ -396,9 +396,10 @@ def _write_with_metadata(source: Path, target: Path, info: ModelInfo) -> None:
 
 
 def _parity_lines(parity: dict[str, Any]) -> list[str]:
-    same = (f"the runtime and the torch model give the same answer on {parity['answers_compared']} test images"
+    same = (f"the runtime and the torch model give the same answer on {_count(parity['answers_compared'])} "
+            "test images"
             if not parity["answers_differ"] else
-            f"the answers differ on {parity['answers_differ']} of {parity['answers_compared']} test images")
+            f"the answers differ on {parity['answers_differ']} of {_count(parity['answers_compared'])} test images")
     if "failure" not in parity:
         worst = max(parity["max_abs_diff"].values())
         return [f"- Parity with the torch model on {parity['images']} test images, per step and per episode: max "
@@ -439,6 +440,10 @@ def _describe_task(task: Any) -> str:
     clutter = f" with {task.num_clutter} pieces of {task.clutter_size}×{task.clutter_size} clutter" \
         if task.num_clutter else ""
     return f"MNIST digits placed at random in a {task.canvas_size}×{task.canvas_size} canvas{clutter}"
+
+
+def _count(number: int) -> str:
+    return f"{number:,}".replace(",", " ")  # 10 000, as the card writes the data set sizes
 
 
 def _percent(fraction: float | None) -> str:
