@@ -2,7 +2,8 @@
 //
 // images [N, C, H, W] float32 and locations [N, 2] float32 as (x, y) in [-1, 1] (x along the width, (-1, -1) the top-left
 // corner) give glimpses [N, k, C, g, g]. Scale i (0-based) is the square patch of side g * s^i centred on
-// (cx, cy) = (floor((x + 1) / 2 * W), floor((y + 1) / 2 * H)), starting at cx - side / 2, reduced to g x g by averaging
+// (cx, cy) = (min(floor((x + 1) / 2 * W), W - 1), min(floor((y + 1) / 2 * H), H - 1)), starting at cx - side / 2,
+// reduced to g x g by averaging
 // non-overlapping s^i x s^i blocks; pixels outside the image count as 0. Locations outside [-1, 1] are clamped.
 // The CPU and the CUDA kernels both call glimpse_pixel(), so they cannot drift; ram_infer/sensor.py is the numpy twin.
 #pragma once
@@ -36,10 +37,13 @@ RAM_HOST_DEVICE int64_t block_side(const SensorSpec& spec, int64_t scale) {
 }
 
 // Centre pixel along an axis of `size` pixels. Computed in double, where (l + 1) / 2 * size is exact for float32 l and
-// size < 2^29, so every implementation (numpy, C++, CUDA, ONNX) agrees on the floor at pixel boundaries.
+// size < 2^29, so every implementation (numpy, C++, CUDA, ONNX) agrees on the floor at pixel boundaries. l = 1 maps
+// to the last pixel, like every l just below it: a saturated tanh policy gives 1.0 in one runtime and 0.99999994 in
+// another, and both must glimpse the same place.
 RAM_HOST_DEVICE int64_t centre_pixel(float l, int64_t size) {
   const double clamped = l < -1.0f ? -1.0 : (l > 1.0f ? 1.0 : static_cast<double>(l));
-  return static_cast<int64_t>(floor((clamped + 1.0) * 0.5 * static_cast<double>(size)));
+  const int64_t pixel = static_cast<int64_t>(floor((clamped + 1.0) * 0.5 * static_cast<double>(size)));
+  return pixel < size ? pixel : size - 1;
 }
 
 // One output pixel: the mean of the block (oy, ox) of scale `scale` in channel plane `plane` ([H, W]) around (cx, cy).

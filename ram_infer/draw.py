@@ -1,7 +1,7 @@
 """The glimpse path drawn on the image with Pillow: a PNG of all glimpses, or an animated GIF of one frame per glimpse.
 
 For glimpse t the k boxes are the sensor's patches: scale i covers ``g·sⁱ`` pixels centred on the contract's centre
-pixel ``(floor((x + 1) / 2 · W), floor((y + 1) / 2 · H))``, starting ``side // 2`` before it (DESIGN.md). Boxes are
+pixel (``ram_infer.sensor.centre_pixel``), starting ``side // 2`` before it (DESIGN.md). Boxes are
 numbered 1 … T and the centres joined by a line, on the model input upscaled by an integer factor to at least
 ``min_side`` pixels.
 """
@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ram_infer.metadata import InputFormat, SensorSpec
-from ram_infer.sensor import _centre_pixel
+from ram_infer.sensor import centre_pixel
 
 DEFAULT_MIN_SIDE = 280
 FRAME_MILLISECONDS = 600
@@ -59,8 +59,8 @@ def draw_glimpses(
     pixels = np.clip(image * input_format.value_scale, 0, 255).round().astype(np.uint8)  # (C, H, W)
     base = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).convert("RGB")
     base = base.resize((w * factor, h * factor), Image.Resampling.NEAREST)
-    cx = _centre_pixel(locations[:count, 0], w)  # (count,)
-    cy = _centre_pixel(locations[:count, 1], h)  # (count,)
+    cx = centre_pixel(locations[:count, 0], w)  # (count,)
+    cy = centre_pixel(locations[:count, 1], h)  # (count,)
     font = ImageFont.load_default(size=max(10, 3 * factor))
     frames = []
     for t in range(1, count + 1):

@@ -3,7 +3,8 @@
 The contract (one definition, shared with ``csrc/sensor.h``): images ``[N, C, H, W]`` float32 and locations ``[N, 2]``
 float32 as ``(x, y)`` in ``[-1, 1]`` (x along the width, ``(-1, -1)`` the top-left corner) give glimpses
 ``[N, k, C, g, g]``. Scale ``i`` is the square patch of side ``g·sⁱ`` centred on the pixel
-``(floor((x + 1) / 2 · W), floor((y + 1) / 2 · H))``, starting ``side // 2`` before it, reduced to ``g × g`` by
+``(min(floor((x + 1) / 2 · W), W − 1), min(floor((y + 1) / 2 · H), H − 1))``, starting ``side // 2`` before it,
+reduced to ``g × g`` by
 averaging non-overlapping ``sⁱ × sⁱ`` blocks. Pixels outside the image count as 0; locations outside ``[-1, 1]`` are
 clamped; NaN locations are an error.
 """
@@ -22,6 +23,7 @@ except ImportError:  # a source checkout without the compiled module still has t
 BACKENDS = ("numpy", "cpu", "cuda")
 _MAX_IMAGE_SIDE = 1 << 28
 _MAX_PATCH_SIDE = 1 << 24
+_MAX_SCALES = 64  # csrc/checks.h kMaxScales: s >= 2 reaches the patch limit by 24 scales; s = 1 only repeats
 
 
 def available_backends() -> tuple[str, ...]:
@@ -109,8 +111,8 @@ def extract_glimpses_reference(
     """
     n, c, h, w = images.shape
     g = glimpse_size
-    cx = _centre_pixel(locations[:, 0], w)  # (N,)
-    cy = _centre_pixel(locations[:, 1], h)  # (N,)
+    cx = centre_pixel(locations[:, 0], w)  # (N,)
+    cy = centre_pixel(locations[:, 1], h)  # (N,)
     rho = np.empty((n, num_scales, c, g, g), dtype=np.float32)
     for i in range(num_scales):
         b = scale_factor**i
@@ -127,9 +129,21 @@ def extract_glimpses_reference(
     return rho
 
 
-def _centre_pixel(l: np.ndarray, size: int) -> np.ndarray:
-    # float64 makes (l + 1) / 2 · size exact for float32 l, so the floor agrees with C++, CUDA and ONNX at boundaries.
-    return np.floor((np.clip(l.astype(np.float64), -1.0, 1.0) + 1.0) * 0.5 * size).astype(np.int64)
+def centre_pixel(l: np.ndarray, size: int) -> np.ndarray:
+    """The contract's centre pixel along an axis of ``size`` pixels for coordinates ``l`` in [-1, 1] (clamped).
+
+    float64 makes ``(l + 1) / 2 · size`` exact for float32 l, so the floor agrees with C++, CUDA and ONNX at pixel
+    boundaries; l = 1 maps to the last pixel, so a saturated policy (tanh giving 1.0 or 0.99999994) glimpses one place.
+
+    Args:
+        l (ndarray[...], float32): coordinates along the axis.
+        size: the axis' length in pixels.
+
+    Returns:
+        ndarray[...], int64 in [0, size).
+    """
+    pixel = np.floor((np.clip(np.asarray(l, dtype=np.float64), -1.0, 1.0) + 1.0) * 0.5 * size).astype(np.int64)
+    return np.minimum(pixel, size - 1)
 
 
 def _check_inputs(images: Any, locations: Any, glimpse_size: int, num_scales: int, scale_factor: int) -> None:
@@ -137,6 +151,8 @@ def _check_inputs(images: Any, locations: Any, glimpse_size: int, num_scales: in
     for name, value in (("glimpse_size", glimpse_size), ("num_scales", num_scales), ("scale_factor", scale_factor)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    if num_scales > _MAX_SCALES:
+        raise ValueError(f"num_scales must be <= {_MAX_SCALES}, got {num_scales}")
     if glimpse_size * scale_factor ** (num_scales - 1) > _MAX_PATCH_SIDE:
         raise ValueError(f"largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= {_MAX_PATCH_SIDE}")
     _check_float32_c_contiguous(images, "images")

@@ -36,10 +36,10 @@ def glimpse_by_loop(images: np.ndarray, locations: np.ndarray, g: int, k: int, s
     n_images, channels, height, width = images.shape
     rho = np.zeros((n_images, k, channels, g, g), dtype=np.float32)
     for n, i, c, oy, ox in itertools.product(range(n_images), range(k), range(channels), range(g), range(g)):
-        # "Locations outside [-1, 1] are clamped"; cx = floor((x + 1) / 2 · W), cy = floor((y + 1) / 2 · H).
+        # "Locations outside [-1, 1] are clamped"; cx = min(floor((x + 1) / 2 · W), W − 1), likewise cy with H.
         x = min(max(float(locations[n, 0]), -1.0), 1.0)
         y = min(max(float(locations[n, 1]), -1.0), 1.0)
-        cx, cy = math.floor((x + 1) / 2 * width), math.floor((y + 1) / 2 * height)
+        cx, cy = min(math.floor((x + 1) / 2 * width), width - 1), min(math.floor((y + 1) / 2 * height), height - 1)
         # Patch i (side g·sⁱ) covers [cx − side // 2, cx − side // 2 + side), reduced by averaging sⁱ×sⁱ blocks.
         block = s**i
         side = g * block
@@ -119,13 +119,17 @@ HAND_CASES = [
     # (-1, -1): centre pixel (0, 0); the 2×2 patch covers rows/cols [-1, 1), so only pixel (0, 0) = 1 is inside.
     # Scale 1 (side 4, blocks 2×2) covers [-2, 2): only its bottom-right block (1 + 2 + 5 + 6) / 4 = 3.5 is inside.
     pytest.param(IMAGE_4X4, (-1.0, -1.0), 2, 2, 2, [[[[0, 0], [0, 1]]], [[[0, 0], [0, 3.5]]]], id="top-left-corner"),
-    # x = 1: centre column W = 4 (just outside); y = 0: centre row 2. Columns [3, 5), rows [1, 3).
-    pytest.param(IMAGE_4X4, (1.0, 0.0), 2, 1, 2, [[[[8, 0], [12, 0]]]], id="right-edge"),
-    # (1, 1): centre (4, 4), the pixel past the bottom-right corner; only pixel (3, 3) = 16 is inside.
-    pytest.param(IMAGE_4X4, (1.0, 1.0), 2, 1, 2, [[[[16, 0], [0, 0]]]], id="bottom-right-corner"),
-    # Beyond the corner clamps to (1, -1): centre column 4, row 0; columns [3, 5), rows [-1, 1).
-    pytest.param(IMAGE_4X4, (1.5, -7.0), 2, 1, 2, [[[[0, 0], [4, 0]]]], id="beyond-top-right-clamped"),
-    pytest.param(IMAGE_4X4, (-np.inf, np.inf), 2, 1, 2, [[[[0, 13], [0, 0]]]], id="infinite-clamped"),
+    # x = 1: centre column min(4, W − 1) = 3, the last one; y = 0: centre row 2. Columns [2, 4), rows [1, 3).
+    pytest.param(IMAGE_4X4, (1.0, 0.0), 2, 1, 2, [[[[7, 8], [11, 12]]]], id="right-edge"),
+    # (1, 1): centre (3, 3), the bottom-right pixel; columns and rows [2, 4).
+    pytest.param(IMAGE_4X4, (1.0, 1.0), 2, 1, 2, [[[[11, 12], [15, 16]]]], id="bottom-right-corner"),
+    # Just below 1 lands on the same last pixel as 1 itself (a saturated tanh gives either).
+    pytest.param(IMAGE_4X4, (np.nextafter(np.float32(1), np.float32(0)), 1.0), 2, 1, 2, [[[[11, 12], [15, 16]]]],
+                 id="just-below-one-same-as-one"),
+    # Beyond the corner clamps to (1, -1): centre column 3, row 0; columns [2, 4), rows [-1, 1).
+    pytest.param(IMAGE_4X4, (1.5, -7.0), 2, 1, 2, [[[[0, 0], [3, 4]]]], id="beyond-top-right-clamped"),
+    # (-inf, inf) clamps to (-1, 1): centre column 0, row 3; columns [-1, 1), rows [2, 4).
+    pytest.param(IMAGE_4X4, (-np.inf, np.inf), 2, 1, 2, [[[[0, 9], [0, 13]]]], id="infinite-clamped"),
     pytest.param(IMAGE_4X4, (0.0, 0.0), 1, 1, 2, [[[[11]]]], id="1x1-at-centre"),
     # Odd side 3 starts side // 2 = 1 before the centre (2, 2): rows and columns [1, 4).
     pytest.param(IMAGE_4X4, (0.0, 0.0), 3, 1, 2, [[[[6, 7, 8], [10, 11, 12], [14, 15, 16]]]], id="odd-g"),

@@ -13,6 +13,7 @@ import torch
 
 from ram_infer import load_model
 from ram_infer.metadata import SensorSpec
+from ram_infer.sensor import centre_pixel
 from training.config import TrainConfig
 from training.data import fixed_split
 from training.model import RecurrentAttention
@@ -104,7 +105,7 @@ def plot_traces(
     colours = plt.cm.viridis(np.linspace(0, 1, num_glimpses))
     for ax, image, path_t, label, answer in zip(axes.flat, images, locations, labels, answers):
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
-        centres = np.floor((np.clip(path_t, -1, 1) + 1) / 2 * [width, height])  # (T, 2), the contract's centre pixel
+        centres = np.stack([centre_pixel(path_t[:, 0], width), centre_pixel(path_t[:, 1], height)], 1)  # (T, 2)
         ax.plot(centres[:, 0], centres[:, 1], "-", color="white", linewidth=1)
         for t, (cx, cy) in enumerate(centres):
             for i in range(sensor.num_scales):
