@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from _machine import machine_details, markdown_lines
+from eager_ram import torch_crop_loop
 
 from ram_infer.sensor import available_backends, extract_glimpses
 
@@ -34,33 +34,6 @@ BATCHES = (1, 256)
 IMAGE_SIDES = (28, 60, 100, 400)
 TARGET_RATIO = 20  # the issue's target: C++ at least 20× the torch loop at batch 256
 PARITY_TOLERANCE = 1e-5  # the torch loop averages in float32, the sensor in float64
-
-
-def torch_crop_loop(x: torch.Tensor, l: torch.Tensor, g: int, k: int, s: int) -> torch.Tensor:
-    """ρ(x, l) the way eager reimplementations write it: a Python loop over the batch for every scale.
-
-    Args:
-        x (Tensor[N, C, H, W], float32): the images.
-        l (Tensor[N, 2], float32): (x, y) in [-1, 1], clamped.
-        g: glimpse_size.  k: num_scales.  s: scale_factor.
-
-    Returns:
-        Tensor[N, k, C, g, g], float32.
-    """
-    n, _, h, w = x.shape
-    l = l.double().clamp(-1, 1)  # float64 so the centre's floor matches the contract at pixel boundaries
-    cx = ((l[:, 0] + 1) * 0.5 * w).floor().long().tolist()
-    cy = ((l[:, 1] + 1) * 0.5 * h).floor().long().tolist()
-    phi = []
-    for i in range(k):
-        b = s**i
-        side = g * b
-        before = side // 2
-        padded = F.pad(x, (before, side - before, before, side - before))  # (N, C, H + side, W + side)
-        # A patch starts `before` pixels ahead of its centre, which is the centre's own index in `padded`.
-        patches = [padded[j, :, cy[j] : cy[j] + side, cx[j] : cx[j] + side] for j in range(n)]  # N × (C, side, side)
-        phi.append(F.avg_pool2d(torch.stack(patches), b))  # (N, C, g, g)
-    return torch.stack(phi, dim=1)  # (N, k, C, g, g)
 
 
 def methods(images: np.ndarray, locations: np.ndarray) -> dict[str, Callable[[], object]]:

@@ -1,26 +1,123 @@
-"""Smoke tests of the benchmark scripts: each runs in --quick mode and writes its results table."""
+"""Smoke tests of the benchmark scripts: each runs in --quick mode and writes its results; the eager peer's weights."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from conftest import export_tiny_model
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+# A script imports its sibling helpers (_machine, eager_ram, cnns) from its own folder, which PYTHONSAFEPATH (set by
+# .ci/run so that tests import the installed package) would hide; run the scripts the way a person does.
+ENV = {key: value for key, value in os.environ.items() if key != "PYTHONSAFEPATH"}
+
+
+def run_script(script: str, *args: str | Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(BENCHMARKS / script), *map(str, args)]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def table_rows(path: Path) -> list[str]:
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+
+
+@pytest.fixture(scope="module")
+def fake_mnist(tmp_path_factory) -> Path:
+    """A classic mnist.pkl.gz of random digits (train 64, valid 8, test 300) in the format training/data.py reads."""
+    rng = np.random.default_rng(0)
+    splits = []
+    for size in (64, 8, 300):
+        pixels = rng.integers(0, 256, (size, 28 * 28)).astype(np.float32) * (rng.random((size, 1)) < 0.5)
+        splits.append(((pixels / np.float32(256)).astype(np.float32), np.arange(size, dtype=np.int64) % 10))
+    directory = tmp_path_factory.mktemp("mnist")
+    (directory / "mnist.pkl.gz").write_bytes(gzip.compress(pickle.dumps(tuple(splits), protocol=2)))
+    return directory
+
+
+@pytest.fixture
+def benchmarks_on_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
 
 
 def test_bench_sensor_quick(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "sensor.md"
-    # A script imports its sibling helper (_machine) from its own folder, which PYTHONSAFEPATH (set by .ci/run so
-    # that tests import the installed package) would hide; run it the way a person does.
-    env = {key: value for key, value in os.environ.items() if key != "PYTHONSAFEPATH"}
-    command = [sys.executable, str(BENCHMARKS / "bench_sensor.py"), "--quick", "--out", str(out)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    table = [line for line in out.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    run_script("bench_sensor.py", "--quick", "--out", out)
+    table = table_rows(out)
     assert len(table) == 1 + 2 * 4  # the header row, then batches 1 and 256 × four image sizes
     assert "torch loop" in table[0]
+
+
+def test_bench_engine_quick(tmp_path, fake_mnist):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    model = export_tiny_model("rnn", tmp_path).path
+    run_script("bench_engine.py", "--quick", "--ram-model", model, "--data", fake_mnist, "--out-dir", tmp_path)
+    table = table_rows(tmp_path / "engine.md")
+    # targets: header + 4; MNIST: header + ram-infer ×2, early exit, eager ×2, two CNNs ×2; sweep: header + 2 sizes
+    assert len(table) == (1 + 4) + (1 + 9) + (1 + 2)
+    assert sum(row.startswith("| eager PyTorch RAM |") for row in table) == 2  # at 1 and 2 threads
+    assert (tmp_path / "engine.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("cnn", ["paper_cnn", "resnet8"])
+def test_train_cnn_quick(tmp_path, fake_mnist, cnn):
+    pytest.importorskip("torch")
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / f"{cnn}.onnx"
+    run_script("train_cnn.py", "--model", cnn, "--steps", "2", "--batch-size", "16", "--data", fake_mnist,
+               "--test-images", "64", "--out", out)
+    facts = {prop.key: prop.value for prop in onnx.load(str(out)).metadata_props}
+    assert facts["bench.task"] == "mnist" and 0 <= float(facts["bench.test_accuracy"]) <= 1
+
+
+def test_bench_train_quick(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "train.md"
+    run_script("bench_train.py", "--quick", "--batch-size", "8", "--out", out)
+    assert len(table_rows(out)) == 1 + 2  # the header, then ram-train and the eager peer
+
+
+def test_run_all_runs_the_chosen_benchmarks(tmp_path):
+    pytest.importorskip("torch")
+    run_script("run_all.py", "--quick", "--only", "sensor", "--out-dir", tmp_path)
+    assert [path.name for path in tmp_path.iterdir()] == ["sensor.md"]
+
+
+def test_eager_peer_reads_the_exported_weights(tmp_path, benchmarks_on_path):
+    torch = pytest.importorskip("torch")
+    from eager_ram import model_from_onnx
+
+    tiny = export_tiny_model("rnn", tmp_path)
+    expected = {k: v for k, v in tiny.model.state_dict().items() if not k.startswith("baseline_net.")}
+    loaded = model_from_onnx(tiny.path).state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in expected.items())
+
+
+def test_eager_peer_gives_the_engine_labels(tmp_path, benchmarks_on_path, images):
+    torch = pytest.importorskip("torch")
+    from eager_ram import EagerRAM, eager_predict
+
+    from ram_infer import load_model
+
+    path = export_tiny_model("rnn", tmp_path).path
+    labels = eager_predict(EagerRAM.from_onnx(path), torch.from_numpy(images)).numpy()
+    assert np.array_equal(labels, load_model(path, threads=1).predict(images).labels)
+
+
+@pytest.mark.parametrize(("core", "supported"), [("rnn", True), ("lstm", False)])
+def test_eager_peer_supports_the_rnn_core_only(tmp_path, benchmarks_on_path, core, supported):
+    pytest.importorskip("torch")
+    from eager_ram import supports
+
+    assert supports(export_tiny_model(core, tmp_path).path) is supported
