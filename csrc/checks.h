@@ -97,9 +97,10 @@ inline SensorSpec check_spec(int64_t glimpse_size, int64_t num_scales, int64_t s
 
 inline ImageShape check_image_shape(int64_t n, int64_t c, int64_t h, int64_t w) {
   RAM_CHECK(n >= 0 && c >= 1 && h >= 1 && w >= 1,
-            "images must have shape (N, C, H, W) with C, H, W >= 1, got (" + std::to_string(n) + ", " + std::to_string(c) +
-                ", " + std::to_string(h) + ", " + std::to_string(w) + ")");
-  RAM_CHECK(h <= kMaxImageSide && w <= kMaxImageSide, "image height and width must be <= " + std::to_string(kMaxImageSide));
+            "images must have shape (N, C, H, W) with C, H, W >= 1, got (" + std::to_string(n) + ", " +
+                std::to_string(c) + ", " + std::to_string(h) + ", " + std::to_string(w) + ")");
+  RAM_CHECK(h <= kMaxImageSide && w <= kMaxImageSide,
+            "image height and width must be <= " + std::to_string(kMaxImageSide));
   return {n, c, h, w};
 }
 

@@ -104,9 +104,10 @@ std::vector<float> reference(const float* images, const float* locations, const 
   for (int64_t n = 0; n < shape.batch; ++n) {
     const double x = std::min(1.0, std::max(-1.0, static_cast<double>(locations[2 * n])));
     const double y = std::min(1.0, std::max(-1.0, static_cast<double>(locations[2 * n + 1])));
-    const int64_t cx = std::min<int64_t>(static_cast<int64_t>(std::floor((x + 1.0) / 2.0 * shape.width)), shape.width - 1);
-    const int64_t cy =
-        std::min<int64_t>(static_cast<int64_t>(std::floor((y + 1.0) / 2.0 * shape.height)), shape.height - 1);
+    const auto pixel = [](double l, int64_t size) {
+      return std::min<int64_t>(static_cast<int64_t>(std::floor((l + 1.0) / 2.0 * static_cast<double>(size))), size - 1);
+    };
+    const int64_t cx = pixel(x, shape.width), cy = pixel(y, shape.height);
     int64_t b = 1;
     for (int64_t i = 0; i < spec.num_scales; ++i, b *= spec.scale_factor) {
       const int64_t side = g * b;

@@ -1,7 +1,7 @@
 """The ``ram-infer`` command: classify image files with a RAM model and print one result per file (text or JSON lines).
 
     ram-infer FILE_OR_DIR... [--model NAME|PATH] [--json] [--top-k K] [--trace OUT.png|OUT.gif]
-              [--early-exit P] [--threads N] [--batch-size B]
+              [--early-exit P] [--threads N] [--batch-size B] [--max-pixels P]
     ram-infer --list-models [--json]
     ram-infer --version
 
@@ -11,7 +11,9 @@ path of each image; with several inputs, each gets ``OUT``'s name with the input
 
 An input that fails (missing, empty, corrupt, unreadable, a directory without images) prints one line
 ``file: problem`` on stderr (and ``{"file", "error"}`` on stdout with ``--json``); the other inputs are still
-processed, and the exit status is 2. A model that cannot be loaded stops everything with one line and status 2.
+processed, and the exit status is 2. A model that cannot be loaded, or whose step network fails to run, stops
+everything with one line and status 2. In text output a file name's control characters and undecodable bytes are
+escaped (``\n``, ``\udcff``), so every result stays one line; JSON output carries the name as given.
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 if every input was classified, 2 if any failed or the model could not be loaded.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    for stream in (sys.stdout, sys.stderr):
+        # A file name that the terminal's encoding cannot show must not turn into a UnicodeEncodeError traceback.
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if "--version" in argv:  # fast path: no onnxruntime, no Pillow
         print(f"ram-infer {__version__}")
         return EXIT_OK
@@ -71,6 +77,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--early-exit", type=_probability, default=None, metavar="P", help="stop at confidence >= P")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: all)")
     parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="B", help="images per batch")
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=None,
+        metavar="P",
+        help="refuse images of more than P pixels, from their header (default: 64000000)",
+    )
     parser.add_argument("--list-models", action="store_true", help="list the bundled models and exit")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     return parser
@@ -90,6 +103,17 @@ def _probability(text: str) -> float:
     return value
 
 
+def _printable(name: str) -> str:
+    """``name`` with control characters and undecodable bytes (surrogate escapes) written as Python escapes."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in name)
+
+
+class _ModelFailed(Exception):
+    """The step network raised while running: the model, not an input, is at fault."""
+
+
 class _Run:
     """One invocation: expands the inputs, loads the model, classifies in batches, prints in input order."""
 
@@ -98,6 +122,7 @@ class _Run:
         self.out = out
         self.err = err
         self.failed = False
+        self.unusable: dict[str, str] = {}  # directory → why it gave no files, reported in its place in the output
 
     def run(self) -> int:
         from ram_infer.engine import bundled_models
@@ -112,19 +137,24 @@ class _Run:
             return EXIT_FAILED
         inputs = self.expand(self.args.files)
         progress = _Progress(len(inputs), self.args.batch_size, self.err)
-        for begin in range(0, len(inputs), self.args.batch_size):
-            self.classify(engine, inputs[begin : begin + self.args.batch_size], several=len(inputs) > 1)
-            progress.update(min(len(inputs), begin + self.args.batch_size))
+        try:
+            for begin in range(0, len(inputs), self.args.batch_size):
+                self.classify(engine, inputs[begin : begin + self.args.batch_size], several=len(inputs) > 1)
+                progress.update(min(len(inputs), begin + self.args.batch_size))
+        except _ModelFailed as error:
+            progress.close()
+            self.err.write(f"{_printable(str(engine.path))}: the step network failed to run ({error})\n")
+            return EXIT_FAILED
         progress.close()
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def fail(self, file: str, problem: str) -> None:
         """Reports one failed input: ``file: problem`` on stderr, and a JSON line on stdout with --json."""
         self.failed = True
-        message = problem if problem.startswith(f"{file}: ") else f"{file}: {problem}"
-        self.err.write(message + "\n")
+        problem = problem[len(file) + 2 :] if problem.startswith(f"{file}: ") else problem
+        self.err.write(f"{_printable(file)}: {problem}\n")
         if self.args.json:
-            self.out.write(json.dumps({"file": file, "error": message[len(file) + 2 :]}) + "\n")
+            self.out.write(json.dumps({"file": file, "error": problem}) + "\n")
 
     def load(self, bundled: dict[str, Path]) -> Engine | None:
         from ram_infer.engine import load_model
@@ -137,6 +167,10 @@ class _Run:
                 "(export one with python -m training.export)\n"
             )
             return None
+        import onnxruntime
+
+        # ONNX Runtime logs a failing node on stderr itself; the CLI reports every failure in its own one line.
+        onnxruntime.set_default_logger_severity(4)
         try:
             return load_model(name, threads=self.args.threads)
         except (ModelFormatError, OSError) as error:
@@ -144,7 +178,11 @@ class _Run:
             return None
 
     def expand(self, names: Sequence[str]) -> list[str]:
-        """Files as given; directories replaced by the image files inside them (sorted); empty ones reported."""
+        """Files as given; directories replaced by the image files inside them (sorted).
+
+        A directory that cannot be listed or has no image files stays in the list, with its problem in
+        ``self.unusable``, so that it is reported in input order like any failed file.
+        """
         from ram_infer.images import IMAGE_SUFFIXES
 
         files = []
@@ -156,28 +194,37 @@ class _Run:
             try:
                 found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             except OSError as error:
-                self.fail(name, f"cannot list the directory ({error.strerror})")
-                continue
+                self.unusable[name] = f"cannot list the directory ({error.strerror})"
+                found = [name]
             if not found:
-                self.fail(name, f"directory has no image files ({', '.join(IMAGE_SUFFIXES)})")
+                self.unusable[name] = f"directory has no image files ({', '.join(IMAGE_SUFFIXES)})"
+                found = [name]
             files += [str(p) for p in found]
         return files
 
     def classify(self, engine: Engine, files: list[str], several: bool) -> None:
-        from ram_infer.images import ImageError, load_image
+        from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+
+        max_pixels = self.args.max_pixels or DEFAULT_MAX_PIXELS
 
         decoded: dict[int, np.ndarray] = {}
         problems: dict[int, str] = {}
         for i, file in enumerate(files):
+            if file in self.unusable:
+                problems[i] = self.unusable[file]
+                continue
             try:
-                decoded[i] = load_image(file, engine.info.input)
+                decoded[i] = load_image(file, engine.info.input, max_pixels=max_pixels)
             except ImageError as error:
                 problems[i] = str(error)
         good = sorted(decoded)
         row_of = {i: row for row, i in enumerate(good)}
         if good:
             x = np.stack([decoded[i] for i in good])  # (n, C, H, W)
-            prediction = engine.predict(x, early_exit=self.args.early_exit, batch_size=self.args.batch_size)
+            try:
+                prediction = engine.predict(x, early_exit=self.args.early_exit, batch_size=self.args.batch_size)
+            except RuntimeError as error:  # onnxruntime's: a graph whose real shapes differ from what it declares
+                raise _ModelFailed(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
         for i, file in enumerate(files):
             if i in problems:
                 self.fail(file, problems[i])
@@ -207,7 +254,7 @@ class _Run:
                 record["top_k"] = [{"label": name, "probability": round(p, 6)} for name, p in top]
             self.out.write(json.dumps(record) + "\n")
             return
-        line = f"{file}: {label} ({confidence:.1%}, {used} glimpses)"
+        line = f"{_printable(file)}: {label} ({confidence:.1%}, {used} glimpses)"
         if top:
             line += "  top " + ", ".join(f"{name} {p:.1%}" for name, p in top)
         self.out.write(line + "\n")

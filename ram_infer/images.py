@@ -27,8 +27,9 @@ The steps, in order (each documented where it happens):
 from __future__ import annotations
 
 import os
+import stat
+import struct
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 _MNIST_BOX = 20 / 28  # MNIST fits each digit in 20×20 inside 28×28
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _GREY_MODES = ("1", "L", "LA", "La")  # 8-bit grey (16-bit and float modes are read directly)
+# What Pillow raises on truncated or corrupt data: OSError mostly, but its format parsers also raise SyntaxError,
+# EOFError, ValueError ("Truncated IHDR chunk", "invalid palette size", text chunks above MAX_TEXT_CHUNK …),
+# struct.error, IndexError, KeyError, TypeError, ZeroDivisionError and OverflowError (found by fuzz/fuzz_images.py).
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    EOFError,
+    ValueError,
+    struct.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+)
 
 
 class ImageError(ValueError):
@@ -81,32 +97,43 @@ def read_intensities(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_P
         ImageError: see ``load_image``.
     """
     source = str(path)
-    if Path(path).is_dir():
+    try:
+        kind = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(f"{source}: no such file") from None
+    except OSError as error:
+        raise ImageError(f"{source}: cannot read the file ({error.strerror or error})") from None
+    if stat.S_ISDIR(kind):
         raise ImageError(f"{source}: is a directory, not an image")
+    if not stat.S_ISREG(kind):
+        # Opening a FIFO blocks until someone writes to it, and a device may never end: neither is an image file.
+        raise ImageError(f"{source}: not a regular file (a pipe, device or socket)")
     try:
         with warnings.catch_warnings():
-            # Pillow warns above its own limit; ours (max_pixels) is checked just below, from the header.
+            # Pillow warns above its own limit; ours (max_pixels) is checked just below, from the header. Its warnings
+            # about damaged metadata (EXIF, TIFF tags) are not the caller's business: the pixels decode or they don't.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
-        with image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"{source}: {width}×{height} pixels is more than the limit of {max_pixels}")
-            if width == 0 or height == 0:
-                raise ImageError(f"{source}: image is empty ({width}×{height})")
-            image.seek(0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(f"{source}: {width}×{height} pixels is more than the limit of {max_pixels}")
+                if width == 0 or height == 0:
+                    raise ImageError(f"{source}: image is empty ({width}×{height})")
+                image.seek(0)
                 image = ImageOps.exif_transpose(image)
-            return _intensities(image)
+                return _intensities(image)
+    except ImageError:
+        raise
     except Image.DecompressionBombError:
         raise ImageError(f"{source}: too many pixels (more than Pillow's decompression-bomb limit)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{source}: not an image file (or a format Pillow cannot read)") from None
-    except FileNotFoundError:
-        raise ImageError(f"{source}: no such file") from None
-    except (OSError, SyntaxError, EOFError) as error:
-        # Pillow reports truncated or corrupt data as OSError, and some format parsers as SyntaxError or EOFError.
+    except PermissionError:
+        raise ImageError(f"{source}: cannot read the file (permission denied)") from None
+    except MemoryError:
+        raise ImageError(f"{source}: not enough memory to decode the image") from None
+    except _DECODE_ERRORS as error:
         raise ImageError(f"{source}: cannot decode the image ({error})") from None
 
 

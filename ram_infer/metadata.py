@@ -14,7 +14,8 @@ Every value is JSON under one key (one definition, used by the exporter to write
 - ``ram.training``: dict, how it was trained (command, preset, steps, wall time, configuration …).
 
 The runtime reads these through ``onnxruntime`` (``get_modelmeta().custom_metadata_map``), so it needs no ``onnx``
-package, and checks them against the graph's inputs and outputs (the step contract in DESIGN.md).
+package, and checks them against the graph's inputs and outputs (the step contract in DESIGN.md): a dynamic batch
+axis, and every other size fixed and equal to what the metadata says. Sizes above ``LIMITS`` are refused.
 """
 
 from __future__ import annotations
@@ -43,6 +44,20 @@ PLACEMENTS = ("mnist", "canvas")
 STEP_INPUTS = ("glimpse", "location", "state")
 STEP_OUTPUTS = ("state_next", "location_next", "logits")
 _MISSING = object()
+# Upper bounds on the sizes a model may declare. Far above any RAM (the paper: g = 8, k ≤ 4, T ≤ 8, 256 units), they
+# make a hostile or corrupt file fail here with its key named, instead of as a huge allocation or an endless setup
+# loop (one IOBinding per glimpse) at the first prediction.
+LIMITS = {
+    "sensor.glimpse_size": 256,
+    "sensor.num_scales": 16,
+    "num_glimpses": 1000,
+    "state_size": 1 << 16,
+    "input.height": 8192,
+    "input.width": 8192,
+    "input.channels": 4,
+    "labels": 10_000,
+}
+MAX_PATCH_SIDE = 1 << 24  # the sensor's limit on g·s^(k-1) (csrc/checks.h kMaxPatchSide)
 
 
 class ModelFormatError(ValueError):
@@ -131,7 +146,8 @@ class ModelInfo:
             source: the file name, for error messages.
 
         Raises:
-            ModelFormatError: a key is missing, is not JSON, has the wrong type or range, or the format is newer.
+            ModelFormatError: a key is missing, is not JSON, has the wrong type or range (``LIMITS``), or the format
+                is newer.
         """
         reader = _Reader(props, source)
         version = reader.integer("format_version")
@@ -142,12 +158,18 @@ class ModelInfo:
             )
         sensor = reader.mapping("sensor", ("glimpse_size", "num_scales", "scale_factor"))
         shape = reader.mapping("input", ("height", "width", "channels", "value_scale", "background", "placement"))
+        spec = SensorSpec(
+            glimpse_size=reader.integer("sensor.glimpse_size", sensor["glimpse_size"]),
+            num_scales=reader.integer("sensor.num_scales", sensor["num_scales"]),
+            scale_factor=reader.integer("sensor.scale_factor", sensor["scale_factor"]),
+        )
+        if spec.glimpse_size * spec.scale_factor ** (spec.num_scales - 1) > MAX_PATCH_SIDE:
+            raise ModelFormatError(
+                f"{source}: {PREFIX}sensor has a largest patch side glimpse_size * scale_factor^(num_scales - 1) "
+                f"above {MAX_PATCH_SIDE}"
+            )
         return cls(
-            sensor=SensorSpec(
-                glimpse_size=reader.integer("sensor.glimpse_size", sensor["glimpse_size"]),
-                num_scales=reader.integer("sensor.num_scales", sensor["num_scales"]),
-                scale_factor=reader.integer("sensor.scale_factor", sensor["scale_factor"]),
-            ),
+            sensor=spec,
             num_glimpses=reader.integer("num_glimpses"),
             initial_location=reader.location("initial_location"),
             state_size=reader.integer("state_size"),
@@ -230,13 +252,23 @@ def _check_ports(kind: str, ports, names: tuple[str, ...], expected: dict[str, t
         )
     for name, shape in ports:
         want = expected[name]
-        per_row = tuple(shape)[1:]
-        fixed = all(isinstance(d, int) for d in per_row)
-        if len(shape) != len(want) + 1 or (fixed and per_row != want):
+        if len(shape) >= 1 and isinstance(shape[0], int):
+            raise ModelFormatError(
+                f"{source}: graph {kind} {name!r} has a fixed batch size {shape[0]}; the step contract needs a dynamic "
+                "first axis (export with dynamic_axes or dynamic_shapes)"
+            )
+        # A symbolic size after the batch axis would let the metadata claim any size unchecked: every one must be fixed.
+        if len(shape) != len(want) + 1 or tuple(shape)[1:] != want:
             raise ModelFormatError(
                 f"{source}: graph {kind} {name!r} has shape {list(shape)}, but {_KEY_OF[name]} say(s) "
                 f"[batch, {', '.join(map(str, want))}]"
             )
+
+
+def _show(value: Any) -> str:
+    """``repr(value)``, shortened: a message quotes what it refuses, but a file may hold megabytes of it."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _fields(value: Any) -> dict[str, Any]:
@@ -265,33 +297,39 @@ class _Reader:
             return json.loads(text)
         except json.JSONDecodeError as error:
             raise self._error(key, f"is not valid JSON ({error.msg}): {text[:60]!r}") from None
+        except RecursionError:
+            raise self._error(key, f"is not valid JSON (nested too deeply): {text[:60]!r}") from None
+        except ValueError as error:  # e.g. an integer literal longer than Python's int_max_str_digits
+            raise self._error(key, f"is not valid JSON ({error}): {text[:60]!r}") from None
 
     def integer(self, key: str, value: Any = _MISSING) -> int:
         value = self.raw(key) if value is _MISSING else value
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self._error(key, f"must be an integer >= 1, got {value!r}")
+            raise self._error(key, f"must be an integer >= 1, got {_show(value)}")
+        if key in LIMITS and value > LIMITS[key]:
+            raise self._error(key, f"must be <= {LIMITS[key]}, got {_show(value)}")
         return value
 
     def positive_number(self, key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise self._error(key, f"must be a positive number, got {value!r}")
+            raise self._error(key, f"must be a positive number, got {_show(value)}")
         return float(value)
 
     def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> str:
         if value not in choices:
-            raise self._error(key, f"must be one of {list(choices)}, got {value!r}")
+            raise self._error(key, f"must be one of {list(choices)}, got {_show(value)}")
         return value
 
     def string(self, key: str) -> str:
         value = self.raw(key)
         if not isinstance(value, str):
-            raise self._error(key, f"must be a string, got {value!r}")
+            raise self._error(key, f"must be a string, got {_show(value)}")
         return value
 
     def mapping(self, key: str, required: tuple[str, ...]) -> dict[str, Any]:
         value = self.raw(key)
         if not isinstance(value, dict):
-            raise self._error(key, f"must be a JSON object, got {value!r}")
+            raise self._error(key, f"must be a JSON object, got {_show(value)}")
         missing = [name for name in required if name not in value]
         if missing:
             raise self._error(key, f"lacks {', '.join(missing)}")
@@ -305,13 +343,15 @@ class _Reader:
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) and -1 <= v <= 1 for v in value)
         )
         if not valid:
-            raise self._error(key, f"must be [x, y] with both in [-1, 1], got {value!r}")
+            raise self._error(key, f"must be [x, y] with both in [-1, 1], got {_show(value)}")
         return (float(value[0]), float(value[1]))
 
     def labels(self, key: str) -> tuple[str, ...]:
         value = self.raw(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-            raise self._error(key, f"must be a non-empty list of strings, got {value!r}")
+            raise self._error(key, f"must be a non-empty list of strings, got {_show(value)}")
+        if len(value) > LIMITS[key]:
+            raise self._error(key, f"must have at most {LIMITS[key]} classes, got {len(value)}")
         return tuple(value)
 
     def optional_fraction(self, key: str) -> float | None:
@@ -319,5 +359,5 @@ class _Reader:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise self._error(key, f"must be null or a number in [0, 1], got {value!r}")
+            raise self._error(key, f"must be null or a number in [0, 1], got {_show(value)}")
         return float(value)

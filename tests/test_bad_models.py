@@ -1,0 +1,208 @@
+"""Bad model files: every corrupt, foreign, inconsistent or hostile model fails with one clear error, never a crash.
+
+tests/test_metadata.py checks each ``ram.*`` key and the port check on their own; here the files are real ONNX models
+(the tiny exported model, edited with ``onnx``), loaded through ``load_model`` and the CLI. ``load_model`` raises
+``ModelFormatError`` naming the file; the CLI prints that one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from ram_infer import ModelFormatError, load_model
+from ram_infer.cli import main
+
+onnx = pytest.importorskip("onnx")
+helper, numpy_helper = onnx.helper, onnx.numpy_helper
+
+Edit = Callable[[object], None]
+
+
+def _set(key: str, value: str) -> Edit:
+    def edit(proto) -> None:
+        for prop in proto.metadata_props:
+            if prop.key == key:
+                prop.value = value
+                return
+        proto.metadata_props.add(key=key, value=value)
+
+    return edit
+
+
+def _dim(port: str, axis: int, value: int | str) -> Edit:
+    """Sets one dimension of a graph input or output: an int fixes it, a str makes it symbolic."""
+
+    def edit(proto) -> None:
+        ports = {p.name: p for p in [*proto.graph.input, *proto.graph.output]}
+        dim = ports[port].type.tensor_type.shape.dim[axis]
+        if isinstance(value, int):
+            dim.dim_value = value
+        else:
+            dim.dim_param = value
+
+    return edit
+
+
+def _both(*edits: Edit) -> Edit:
+    def edit(proto) -> None:
+        for one in edits:
+            one(proto)
+
+    return edit
+
+
+def _input_type(port: str, elem_type: int) -> Edit:
+    def edit(proto) -> None:
+        next(p for p in proto.graph.input if p.name == port).type.tensor_type.elem_type = elem_type
+
+    return edit
+
+
+def _rename_output(old: str, new: str) -> Edit:
+    def edit(proto) -> None:
+        for node in proto.graph.node:
+            node.output[:] = [new if name == old else name for name in node.output]
+            node.input[:] = [new if name == old else name for name in node.input]
+        next(p for p in proto.graph.output if p.name == old).name = new
+
+    return edit
+
+
+def _extra_input(proto) -> None:
+    proto.graph.input.append(helper.make_tensor_value_info("temperature", onnx.TensorProto.FLOAT, ["batch", 1]))
+
+
+def _unknown_op(proto) -> None:
+    proto.graph.node.append(helper.make_node("Glimpse", ["location"], ["unused"], domain="com.example.ram"))
+    proto.opset_import.append(helper.make_opsetid("com.example.ram", 1))
+
+
+def _future_opset(proto) -> None:
+    next(o for o in proto.opset_import if o.domain in ("", "ai.onnx")).version = 99
+
+
+def _external_weights(proto) -> None:
+    """Moves the weights to an external file that is not there."""
+    initializer = proto.graph.initializer[0]
+    initializer.data_location = onnx.TensorProto.EXTERNAL
+    initializer.ClearField("raw_data")
+    initializer.external_data.add(key="location", value="weights-that-are-not-here.bin")
+
+
+def _logits_wider_than_declared(proto) -> None:
+    """Pads the logits by a data-dependent width, which shape inference cannot see: the lie shows only when it runs."""
+    for node in proto.graph.node:
+        node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
+    proto.graph.node.extend(
+        [
+            helper.make_node("NonZero", ["location"], ["nonzero"]),
+            helper.make_node("Shape", ["nonzero"], ["count"], start=1, end=2),
+            helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array([1], np.int64))),
+            helper.make_node("Add", ["count", "one"], ["width"]),
+            helper.make_node("Constant", [], ["zeros"], value=numpy_helper.from_array(np.zeros(3, np.int64))),
+            helper.make_node("Concat", ["zeros", "width"], ["pads"], axis=0),
+            helper.make_node("Pad", ["logits_raw", "pads"], ["logits"]),
+        ]
+    )
+
+
+EDITS = {
+    # The graph's ports against the step contract.
+    "fixed-batch": (_dim("glimpse", 0, 1), r"graph input 'glimpse' has a fixed batch size 1; .* dynamic first axis"),
+    "symbolic-state": (
+        _both(_dim("state", 1, "S"), _dim("state_next", 1, "S")),
+        r"graph input 'state' has shape \['batch', 'S'\], but ram\.state_size say\(s\) \[batch, 32\]",
+    ),
+    "double-input": (_input_type("location", onnx.TensorProto.DOUBLE), r"not a readable ONNX model|must be float32"),
+    "renamed-output": (_rename_output("logits", "scores"), r"graph outputs must be .* got .*'scores'\]"),
+    "extra-input": (_extra_input, r"graph inputs must be \['glimpse', 'location', 'state'\]"),
+    # Files ONNX Runtime cannot load.
+    "unknown-op": (_unknown_op, r"not a readable ONNX model \(.+\)"),
+    "future-opset": (_future_opset, r"not a readable ONNX model \(.+\)"),
+    "missing-external-weights": (_external_weights, r"not a readable ONNX model \(.+\)"),
+    # Hostile metadata: absurd sizes, deep nesting, giant numbers.
+    "huge-num-glimpses": (_set("ram.num_glimpses", "100000000"), r"ram\.num_glimpses must be <= 1000, got 100000000"),
+    "huge-input": (
+        _set("ram.input", json.dumps({"height": 10**6, "width": 28, "channels": 1, "value_scale": 255,
+                                      "background": "dark", "placement": "mnist"})),
+        r"ram\.input\.height must be <= 8192, got 1000000",
+    ),
+    "too-many-labels": (_set("ram.labels", json.dumps([str(i) for i in range(20_000)])),
+                        r"ram\.labels must have at most 10000 classes, got 20000"),
+    "patch-overflow": (
+        _set("ram.sensor", json.dumps({"glimpse_size": 4, "num_scales": 2, "scale_factor": 2**40})),
+        r"ram\.sensor has a largest patch side .* above 16777216",
+    ),
+    "deep-json": (_set("ram.training", "[" * 100_000 + "]" * 100_000), r"ram\.training is not valid JSON \(nested"),
+    "giant-integer": (_set("ram.num_glimpses", "9" * 10_000), r"ram\.num_glimpses is not valid JSON \(.*limit"),
+    "nan-location": (_set("ram.initial_location", "[NaN, 0]"), r"ram\.initial_location must be \[x, y\]"),
+    "long-value-quoted-short": (
+        _set("ram.dataset", json.dumps(list(range(100_000)))),
+        r"ram\.dataset must be a string, got \[0, 1, 2, .{0,70}\.\.\.$",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_models(tiny_rnn_path, tmp_path_factory) -> dict[str, Path]:
+    """Each EDITS entry applied to the tiny model, saved as ``<name>.onnx``."""
+    directory = tmp_path_factory.mktemp("bad_models")
+    source = onnx.load(str(tiny_rnn_path))
+    paths = {}
+    for name, (edit, _) in EDITS.items():
+        proto = copy.deepcopy(source)
+        edit(proto)
+        paths[name] = directory / f"{name}.onnx"
+        onnx.save(proto, str(paths[name]))
+    return paths
+
+
+@pytest.mark.parametrize(("name", "message"), [(name, edit[1]) for name, edit in EDITS.items()], ids=list(EDITS))
+def test_load_model_refuses_bad_model(bad_models, name, message):
+    with pytest.raises(ModelFormatError, match=rf"^{re.escape(str(bad_models[name]))}: (.*)?({message})"):
+        load_model(bad_models[name], threads=1)
+
+
+@pytest.mark.parametrize("name", list(EDITS))
+def test_cli_reports_bad_model_in_one_line(bad_models, digit_files, capsys, name):
+    status = main([str(digit_files[0]), "--model", str(bad_models[name])])
+    out, err = capsys.readouterr()
+    assert (status, out, err.count("\n")) == (2, "", 1) and err.startswith(f"{bad_models[name]}: ")
+
+
+def test_model_format_error_is_a_value_error():
+    assert issubclass(ModelFormatError, ValueError)
+
+
+@pytest.fixture(scope="module")
+def lying_model(tiny_rnn_path, tmp_path_factory) -> Path:
+    proto = onnx.load(str(tiny_rnn_path))
+    _logits_wider_than_declared(proto)
+    path = tmp_path_factory.mktemp("lying") / "lying.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_lying_model_loads(lying_model):
+    assert load_model(lying_model, threads=1).info.num_classes == 10
+
+
+def test_cli_reports_a_model_that_fails_to_run_in_one_line(lying_model, digit_files, capsys):
+    status = main([str(digit_files[0]), "--model", str(lying_model)])
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, "")
+    assert err.count("\n") == 1 and err.startswith(f"{lying_model}: the step network failed to run (")
+
+
+@pytest.mark.parametrize("name", ["missing.onnx", "folder.onnx"])
+def test_missing_model_path_raises_file_not_found(tmp_path, name):
+    (tmp_path / "folder.onnx").mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"{name}: no such model file"):
+        load_model(tmp_path / name)
