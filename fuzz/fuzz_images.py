@@ -1,10 +1,10 @@
 """Random-mutation fuzzer of image decoding: mutated PNG, JPEG, GIF, BMP, TIFF and WebP files → ``load_image``.
 
 Every input must either decode into the model's input format or raise ``ImageError`` (the one exception type the
-runtime documents for images) within a time bound; anything else, or a slow decode, is a finding. Findings are saved
-with the exception so they can be replayed. Pure Python, no sanitizer: the compiled sensor has its own libFuzzer
-target (fuzz/fuzz_sensor.cpp); this one covers Pillow plus ram_infer/images.py, where a crash would be a Python
-exception escaping, or a hang.
+runtime documents for images) within a time bound (images above ``MAX_PIXELS`` are refused from their header, as
+``--max-pixels`` does); anything else, or a slow decode, is a finding. Findings are saved with the exception so they
+can be replayed. Pure Python, no sanitizer: the compiled sensor has its own libFuzzer target (fuzz/fuzz_sensor.cpp);
+this one covers Pillow plus ram_infer/images.py, where a crash would be a Python exception escaping, or a hang.
 
     python fuzz/fuzz_images.py --seconds 600 --out build/fuzz/images   # see fuzz/README.md
 """
@@ -30,7 +30,10 @@ MODEL_INPUTS = (
     InputFormat(height=28, width=28, channels=1),
     InputFormat(height=60, width=60, channels=3, placement="canvas"),
 )
-SLOW_SECONDS = 5.0  # a decode slower than this on a file of a few kB is reported as a possible hang
+# Mutated headers often claim millions of pixels, which the runtime rightly decodes in seconds while they are under
+# its limit (64 Mpx by default; a 1 kB TIFF can claim 40 Mpx). With this lower limit a slow decode is a real finding.
+MAX_PIXELS = 1_000_000
+SLOW_SECONDS = 5.0  # a decode of at most MAX_PIXELS slower than this is reported as a possible hang
 SPECIAL_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
 
 
@@ -123,7 +126,7 @@ def run(seconds: float, out: Path, seed: int, count: int | None = None) -> int:
         input_format = MODEL_INPUTS[outcomes.total() % len(MODEL_INPUTS)]
         begin = time.monotonic()
         try:
-            load_image(path, input_format)
+            load_image(path, input_format, max_pixels=MAX_PIXELS)
             outcomes["decoded"] += 1
         except ImageError:
             outcomes["ImageError"] += 1

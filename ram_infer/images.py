@@ -82,7 +82,8 @@ def load_image(
         ndarray[C, H, W], float32, ready for ``Engine.predict`` (stack several along a new first axis).
 
     Raises:
-        ImageError: the file is missing, unreadable, not an image, truncated, too large, or empty.
+        ImageError: the file is missing, not a regular file (a directory, pipe or device), unreadable, not an
+            image, truncated or corrupt (any decoder error), too large, or empty.
     """
     return prepare_intensities(read_intensities(path, max_pixels=max_pixels), input_format, source=str(path))
 

@@ -39,6 +39,21 @@ def test_sensor_fuzzer_runs_clean(fuzz_sensor, tmp_path):
     assert result.returncode == 0 and f"Done {runs} runs" in result.stderr, result.stderr[-3000:]
 
 
+# Inputs the fuzzer found against mutants of the checks (benchmarks/results/fuzz.md), replayed on the real ones.
+REGRESSIONS = {
+    # num_scales ~ 2^62 with scale_factor 1: the patch-side check looped once per scale until kMaxScales bounded it.
+    "num-scales-loop": bytes.fromhex("2afe040000000000e200007a"),
+}
+
+
+@pytest.mark.parametrize("name", list(REGRESSIONS))
+def test_sensor_fuzzer_regression_input_passes(fuzz_sensor, tmp_path, name):
+    case = tmp_path / name
+    case.write_bytes(REGRESSIONS[name])
+    result = subprocess.run([str(fuzz_sensor), "-timeout=5", str(case)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def fuzz_images():
     spec = importlib.util.spec_from_file_location("fuzz_images", FUZZ / "fuzz_images.py")
