@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_details()
     with tempfile.TemporaryDirectory() as scratch:
         engine, model = resolve_engine(args.model, Path(scratch))
+        info = engine.info
+        model += (
+            f" ({engine.path.name}: g={info.sensor.glimpse_size}, k={info.sensor.num_scales}, T={info.num_glimpses}, "
+            f"state {info.state_size}, input {info.input.channels}×{info.input.height}×{info.input.width})"
+        )
         shape = engine.info.input
         pngs = write_pngs(Path(scratch), (shape.channels, shape.height, shape.width))
         samples, baseline = measure(engine, QUICK if args.quick else FULL, pngs)
