@@ -293,10 +293,10 @@ class Engine:
             stop = _softmax(workspace.logits[t]).max(axis=1) >= threshold  # (n_active,)
             if t == T - 1 or not stop.any():
                 continue
-            for s in range(t + 1, T):  # the exited rows repeat their last glimpse and answer
-                step_logits[active[stop], s] = workspace.logits[t][stop]
-                locations[active[stop], s] = workspace.locations[t][stop]
-            glimpses_used[active[stop]] = t + 1
+            exited = active[stop]  # they repeat their last glimpse and answer in the remaining steps
+            step_logits[exited, t + 1 :] = workspace.logits[t][stop][:, None]  # (n_exited, T - t - 1, classes)
+            locations[exited, t + 1 :] = workspace.locations[t][stop][:, None]  # (n_exited, T - t - 1, 2)
+            glimpses_used[exited] = t + 1
             keep = ~stop
             if not keep.any():
                 return
