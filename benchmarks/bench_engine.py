@@ -147,6 +147,40 @@ def _peak_rss_mb() -> float:
     return int(line.split()[1]) / 1024
 
 
+def _profile_steps(model: str, images: np.ndarray, seconds: float, min_calls: int) -> dict[str, float]:
+    """Median µs of one batch-1 step's two calls in ram-infer's loop (1 thread): the step network's
+    ``run_with_iobinding`` and the sensor, each timed alone through the engine's own workspace."""
+    from ram_infer import load_model
+
+    engine = load_model(model, threads=1)
+    sensor, T = engine.info.sensor, engine.info.num_glimpses
+    x = images[:1]
+    workspace = engine._workspace(1)
+    workspace.start()
+    engine._steps(x, workspace, 0, T)  # every bound buffer now holds a real step's values
+    step = 2 % T  # a middle step: its location and state came from the model
+
+    def run():
+        engine._run(workspace.raw_bindings[step], engine._run_options)
+
+    def glimpse():
+        engine._glimpse(x, workspace.location_rows[step], sensor.glimpse_size, sensor.num_scales,
+                        sensor.scale_factor, workspace.glimpse, 1)
+
+    timings = {}
+    for name, call in (("step_network_us", run), ("sensor_us", glimpse)):
+        for _ in range(100):
+            call()
+        times = []
+        start = time.perf_counter()
+        while len(times) < min_calls or time.perf_counter() - start < seconds / 2:
+            begin = time.perf_counter_ns()
+            call()
+            times.append((time.perf_counter_ns() - begin) / 1e3)
+        timings[name] = statistics.median(times)
+    return {**timings, "glimpses": T}
+
+
 def run_worker(spec: dict) -> dict:
     """Measures one contender as ``spec`` says (see ``_measure``); called in a fresh process by ``--worker``."""
     results = []
@@ -157,6 +191,8 @@ def run_worker(spec: dict) -> dict:
         result = {"latency_us": _latency(predict, images, spec["seconds"], spec["min_calls"])}
         if job.get("throughput"):
             result["images_per_s"] = _throughput(predict, images[:BATCH], spec["seconds"], spec["min_calls"])
+        if job.get("profile"):
+            result["profile"] = _profile_steps(job["model"], images, spec["seconds"], spec["min_calls"])
         if rss_mb is None:  # after timing, before the test set is loaded: what serving costs
             rss_mb = _peak_rss_mb()
         if job.get("test"):
@@ -237,7 +273,7 @@ def measure_task(task: str, model: Path, cnn_models: dict[str, Path], test: tupl
         for n in threads if early_exit is None else (1,):
             save = str(directory / f"{task}_{kind}_{early_exit}_{n}.npy")
             job = {"model": str(path), "inputs": str(inputs), "throughput": True, "test": [str(t) for t in test],
-                   "save": save}
+                   "save": save, "profile": name == RAM_NAME and n == 1}
             result = _measure(kind, n, [job], settings, early_exit)
             size = _state_dict_bytes(path, directory) if kind == "eager" else os.path.getsize(path)
             row = {"task": task, "name": name, "kind": kind, "threads": n, "early_exit": early_exit,
@@ -350,6 +386,16 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
             f"{r['images_per_s']:,.0f} | {r['rss_mb']:,.0f} | {r['model_mb']:.2f} | {glimpses} | "
             f"{100 * r['accuracy']:.2f} % |"
         )
+    ours = _row(rows, RAM_NAME, 1)
+    profile = ours["profile"]
+    loop = profile["glimpses"] * (profile["step_network_us"] + profile["sensor_us"])
+    lines += [
+        "",
+        f"Where ram-infer's batch-1 time goes (1 thread, medians of each call timed alone): {profile['glimpses']} × "
+        f"({profile['step_network_us']:.1f} µs step network in ONNX Runtime + {profile['sensor_us']:.1f} µs sensor) "
+        f"= {loop:.1f} µs of the {ours['latency_us'][0]:.1f} µs per `predict` call; the rest is the Python loop, "
+        "input checks, softmax and the result arrays.",
+    ]
     if parity:
         lines += [
             "",
