@@ -47,6 +47,7 @@ THREADS = (1, 2)
 SIDES = (28, 60, 100, 200, 400, 800)
 TASKS_BEYOND_MNIST = ("translated60", "cluttered60", "cluttered100")
 TARGETS = {"latency_ratio": 10.0, "latency_us": 150.0, "throughput_ratio": 5.0, "growth": 1.2}
+MAX_CALLS = 100_000  # per latency measurement: plenty for a 99th percentile
 MAX_LABEL_DISAGREEMENT = 0.001  # eager float32 pooling vs the sensor's float64 sums may flip a near-tie, nothing more
 
 
@@ -91,19 +92,27 @@ def _predictor(kind: str, model: str, threads: int, early_exit: float | None):
     return cnn
 
 
+def _time_calls(call, seconds: float, min_calls: int) -> np.ndarray:
+    """µs of each ``call(i)``, i = 0, 1, …, for at least ``seconds`` and ``min_calls`` calls (at most MAX_CALLS, kept
+    in a preallocated array so that a fast contender's peak RSS does not grow with its timings)."""
+    times = np.empty(MAX_CALLS)
+    count = 0
+    start = time.perf_counter()
+    while count < MAX_CALLS and (count < min_calls or time.perf_counter() - start < seconds):
+        begin = time.perf_counter_ns()
+        call(count)
+        times[count] = (time.perf_counter_ns() - begin) / 1e3
+        count += 1
+    return times[:count]
+
+
 def _latency(predict, images: np.ndarray, seconds: float, min_calls: int) -> list[float]:
     """Median and 99th percentile in µs of batch-1 calls, cycling through ``images``, after a warm-up."""
     rows = [images[i : i + 1] for i in range(len(images))]
     for row in rows[: min(len(rows), 20)]:
         predict(row)
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_calls or time.perf_counter() - start < seconds:
-        row = rows[len(times) % len(rows)]
-        begin = time.perf_counter_ns()
-        predict(row)
-        times.append((time.perf_counter_ns() - begin) / 1e3)
-    return [statistics.median(times), float(np.percentile(times, 99))]
+    times = _time_calls(lambda i: predict(rows[i % len(rows)]), seconds, min_calls)
+    return [float(np.median(times)), float(np.percentile(times, 99))]
 
 
 def _throughput(predict, images: np.ndarray, seconds: float, min_calls: int) -> float:
@@ -171,13 +180,7 @@ def _profile_steps(model: str, images: np.ndarray, seconds: float, min_calls: in
     for name, call in (("step_network_us", run), ("sensor_us", glimpse)):
         for _ in range(100):
             call()
-        times = []
-        start = time.perf_counter()
-        while len(times) < min_calls or time.perf_counter() - start < seconds / 2:
-            begin = time.perf_counter_ns()
-            call()
-            times.append((time.perf_counter_ns() - begin) / 1e3)
-        timings[name] = statistics.median(times)
+        timings[name] = float(np.median(_time_calls(lambda i: call(), seconds / 2, min_calls)))
     return {**timings, "glimpses": T}
 
 
@@ -191,10 +194,10 @@ def run_worker(spec: dict) -> dict:
         result = {"latency_us": _latency(predict, images, spec["seconds"], spec["min_calls"])}
         if job.get("throughput"):
             result["images_per_s"] = _throughput(predict, images[:BATCH], spec["seconds"], spec["min_calls"])
+        if rss_mb is None:  # after timing, before the profile and the test set: what serving costs
+            rss_mb = _peak_rss_mb()
         if job.get("profile"):
             result["profile"] = _profile_steps(job["model"], images, spec["seconds"], spec["min_calls"])
-        if rss_mb is None:  # after timing, before the test set is loaded: what serving costs
-            rss_mb = _peak_rss_mb()
         if job.get("test"):
             result.update(_accuracy(predict, *job["test"], job.get("save")))
         results.append(result)
