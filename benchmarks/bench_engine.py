@@ -471,9 +471,10 @@ def plot(results: dict[str, list[dict]], sweep: dict[str, dict[int, list[float]]
                 error = 100 * (1 - r["accuracy"])
                 left.scatter(r["latency_us"][0], error, color=colour[r["name"]], marker=markers[task], s=45,
                              label=f"{r['name']} ({task})")
-    left.set(xscale="log", yscale="log", xlabel="batch-1 median latency, µs/image (1 thread)",
-             ylabel="test error, %", title="Test error against latency (lower left is better)")
-    left.legend(fontsize=7)
+    left.set(xscale="log", xlabel="batch-1 median latency, µs/image (1 thread)", ylabel="test error, %",
+             title="Test error against latency (lower left is better)")
+    left.set_ylim(bottom=0)
+    left.legend(fontsize=7, loc="best")
     for label, by_side in sweep.items():
         sides = sorted(by_side)
         middle.plot(sides, [by_side[s][0] for s in sides], marker="o", color=colour[label], label=label)
