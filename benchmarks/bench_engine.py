@@ -403,9 +403,10 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
     if parity:
         lines += [
             "",
-            f"Same network, checked before the ratios are computed: the eager peer (its weights read from the same "
-            f"ONNX file; its model size is their `torch.save`d state_dict) gives {parity['images'] - parity['disagree']:,} "
-            f"of {parity['images']:,} ram-infer labels; max |Δ probability| {parity['max_dp']:.1e}.",
+            "Same network, checked before the ratios are computed: the eager peer (its weights read from the same "
+            "ONNX file; its model size is their `torch.save`d state_dict) gives "
+            f"{parity['images'] - parity['disagree']:,} of {parity['images']:,} ram-infer labels; "
+            f"max |Δ probability| {parity['max_dp']:.1e}.",
         ]
     return lines + [""]
 

@@ -23,7 +23,7 @@ from training.model import RecurrentAttention
 
 
 def torch_crop_loop(x: torch.Tensor, l: torch.Tensor, g: int, k: int, s: int) -> torch.Tensor:
-    """ρ(x, l) the way eager reimplementations write it (kevinzakka ``Retina.foveate``): a loop over the batch per scale.
+    """ρ(x, l) as eager reimplementations write it (kevinzakka ``Retina.foveate``): a loop over the batch per scale.
 
     For each scale: pad the whole batch, slice every sample's patch in Python, stack, and average-pool to g×g. It
     follows this project's contract (per-axis centre, floor in float64), so it agrees with ``extract_glimpses``.
@@ -157,7 +157,7 @@ class EagerRAM(nn.Module):
         return h_t, l_t, b_t, log_probas, log_pi
 
     def episode(self, x, std):
-        """The kevinzakka training/inference loop: T−1 steps collecting lists, then the last step with the classifier."""
+        """kevinzakka's training/inference loop: T−1 steps collecting lists, then the last step with the classifier."""
         n = x.shape[0]
         h_t = torch.zeros(n, self.h2h.in_features)
         l_t = torch.tensor(self.initial_location).expand(n, 2)

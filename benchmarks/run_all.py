@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for name in args.only:
         script, output = SCRIPTS[name]
-        command = [sys.executable, str(BENCHMARKS / script), *(["--quick"] if args.quick else []), *output(args.out_dir)]
+        quick = ["--quick"] if args.quick else []
+        command = [sys.executable, str(BENCHMARKS / script), *quick, *output(args.out_dir)]
         print(f"$ {shlex.join(command)}", flush=True)
         if subprocess.run(command).returncode != 0:
             print(f"{script} failed", file=sys.stderr)

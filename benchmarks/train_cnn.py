@@ -6,9 +6,9 @@ Run from the repository root; each model takes a few minutes on one CPU thread:
     python benchmarks/train_cnn.py --model resnet8 --task mnist
 
 The data are the RAM models' (training/data.py): ``TrainStream`` batches for training and ``fixed_split(task, "test")``
-for the test accuracy, measured on the exported file with ONNX Runtime. The file (``benchmarks/models/<model>_<task>.onnx``
-by default) records how it was made in its ``metadata_props``: ``bench.task``, ``bench.test_accuracy``,
-``bench.steps``, ``bench.train_seconds`` and ``bench.command``.
+for the test accuracy, measured on the exported file with ONNX Runtime. The file (by default
+``benchmarks/models/<model>_<task>.onnx``) records how it was made in its ``metadata_props``: ``bench.task``,
+``bench.test_accuracy``, ``bench.steps``, ``bench.train_seconds`` and ``bench.command``.
 """
 
 from __future__ import annotations

@@ -339,7 +339,7 @@ class _Workspace:
 
 
 def _direct_runner(session: ort.InferenceSession) -> tuple[Callable[[Any, Any], None], Callable[[Any], Any]]:
-    """``session.run_with_iobinding`` as the compiled call it wraps, and how to get that call's binding from an IOBinding.
+    """``session.run_with_iobinding`` as the compiled call it wraps, and how to get that call's binding.
 
     The Python wrapper re-checks each call for WebGPU graph capture, which this CPU loop never uses (≈ 1 µs a step).
     An onnxruntime without these private names gets the public wrapper.
