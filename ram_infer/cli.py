@@ -143,7 +143,7 @@ class _Run:
                 progress.update(min(len(inputs), begin + self.args.batch_size))
         except _ModelFailed as error:
             progress.close()
-            self.err.write(f"{_printable(str(engine.path))}: the step network failed to run ({error})\n")
+            self.err.write(f"{_printable(str(error))}\n")
             return EXIT_FAILED
         progress.close()
         return EXIT_FAILED if self.failed else EXIT_OK
@@ -204,6 +204,7 @@ class _Run:
 
     def classify(self, engine: Engine, files: list[str], several: bool) -> None:
         from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+        from ram_infer.metadata import ModelFormatError
 
         max_pixels = self.args.max_pixels or DEFAULT_MAX_PIXELS
 
@@ -223,8 +224,8 @@ class _Run:
             x = np.stack([decoded[i] for i in good])  # (n, C, H, W)
             try:
                 prediction = engine.predict(x, early_exit=self.args.early_exit, batch_size=self.args.batch_size)
-            except RuntimeError as error:  # onnxruntime's: a graph whose real shapes differ from what it declares
-                raise _ModelFailed(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+            except ModelFormatError as error:  # a graph whose real shapes differ from what it declares
+                raise _ModelFailed(str(error)) from None
         for i, file in enumerate(files):
             if i in problems:
                 self.fail(file, problems[i])

@@ -29,7 +29,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from ram_infer import sensor
-from ram_infer.images import load_image
+from ram_infer.images import DEFAULT_MAX_PIXELS, load_image
 from ram_infer.metadata import ModelFormatError, ModelInfo
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -133,6 +133,7 @@ class Engine:
         options = ort.SessionOptions()
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors reach the caller as exceptions; ORT's own log would say them twice
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
@@ -173,7 +174,8 @@ class Engine:
             Prediction.
 
         Raises:
-            ValueError: images of the wrong shape, or a bad ``early_exit``/``batch_size``.
+            ValueError: images of the wrong shape or dtype, non-finite pixels, or a bad ``early_exit``/``batch_size``.
+            ModelFormatError: the step network fails to run (its graph does not do what its declared shapes say).
         """
         x = self._check_images(images)
         if early_exit is not None and not 0 < early_exit <= 1:
@@ -184,14 +186,19 @@ class Engine:
         step_logits = np.empty((n, T, classes), np.float32)  # (N, T, classes)
         locations = np.empty((n, T, 2), np.float32)  # (N, T, 2)
         glimpses_used = np.full(n, T, np.int64)  # (N,)
-        for begin in range(0, n, batch_size):
-            end = min(n, begin + batch_size)
-            if early_exit is None:
-                self._run_episode(x[begin:end], step_logits[begin:end], locations[begin:end])
-            else:
-                self._run_episode_early_exit(
-                    x[begin:end], early_exit, step_logits[begin:end], locations[begin:end], glimpses_used[begin:end]
-                )
+        try:
+            for begin in range(0, n, batch_size):
+                end = min(n, begin + batch_size)
+                if early_exit is None:
+                    self._run_episode(x[begin:end], step_logits[begin:end], locations[begin:end])
+                else:
+                    self._run_episode_early_exit(
+                        x[begin:end], early_exit, step_logits[begin:end], locations[begin:end],
+                        glimpses_used[begin:end],
+                    )
+        except (RuntimeError, *_ORT_LOAD_ERRORS) as error:
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ModelFormatError(f"{self.path}: the step network failed to run ({reason})") from None
         if early_exit is None:
             logits = step_logits[:, T - 1].copy()  # (N, classes)
         else:
@@ -212,19 +219,21 @@ class Engine:
         early_exit: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         steps: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Prediction:
         """Decodes image files (ram_infer.images.load_image) and predicts them.
 
         Args:
             paths: PNG, JPEG, BMP, WebP, TIFF or GIF files.
             early_exit, batch_size, steps: as for ``predict``.
+            max_pixels: larger images (width × height) are refused from their header, before decoding.
 
         Raises:
             ImageError: a file cannot be read or decoded; the message starts with its path.
         """
         shape = self.info.input
         x = np.empty((0, shape.channels, shape.height, shape.width), np.float32)  # (N, C, H, W)
-        decoded = [load_image(path, shape) for path in paths]
+        decoded = [load_image(path, shape, max_pixels=max_pixels) for path in paths]
         return self.predict(
             np.stack(decoded) if decoded else x, early_exit=early_exit, batch_size=batch_size, steps=steps
         )
@@ -237,7 +246,10 @@ class Engine:
             raise ValueError(f"images must have shape (N, {', '.join(map(str, expected))}), got {x.shape}")
         if not np.issubdtype(x.dtype, np.floating):
             raise ValueError(f"images must be float32 in the model's input format, got {x.dtype}")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():  # NaN pixels would give NaN locations, and an answer that means nothing
+            raise ValueError(f"images must be finite, got NaN or inf in image {int(np.argwhere(~np.isfinite(x))[0, 0])}")
+        return x
 
     def _workspace(self, n: int) -> "_Workspace":
         cache = getattr(self._local, "workspaces", None)

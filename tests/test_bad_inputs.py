@@ -191,11 +191,6 @@ def engine(tiny_rnn_path):
     return load_model(tiny_rnn_path, threads=1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Engine.predict (engine.py, not owned here) does not check finiteness: NaN pixels give NaN answers or a "
-    "misleading 'locations must not be NaN' error",
-)
 @pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
 def test_predict_refuses_non_finite_images(engine, images, value):
     x = images[:4].copy()

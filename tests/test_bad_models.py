@@ -194,6 +194,12 @@ def test_lying_model_loads(lying_model):
     assert load_model(lying_model, threads=1).info.num_classes == 10
 
 
+def test_predict_on_a_model_that_fails_to_run_raises_model_format_error(lying_model, digit_files):
+    engine = load_model(lying_model, threads=1)
+    with pytest.raises(ModelFormatError, match=r"lying\.onnx: the step network failed to run \("):
+        engine.predict_files(digit_files[:1])
+
+
 def test_cli_reports_a_model_that_fails_to_run_in_one_line(lying_model, digit_files, capsys):
     status = main([str(digit_files[0]), "--model", str(lying_model)])
     out, err = capsys.readouterr()
