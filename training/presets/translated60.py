@@ -8,7 +8,7 @@ CONFIG = TrainConfig(
                       core="lstm", location_std=0.15),
     batch_size=128,
     mc_samples=1,
-    steps=60_000,
+    steps=40_000,
     learning_rate=1e-3,
     aux_weight=0.1,
     eval_every=2000,
