@@ -61,16 +61,17 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global gradient norm
     reinforce_weight: float = 1.0  # weight of the REINFORCE term
     baseline_weight: float = 1.0  # weight of the baseline MSE
-    aux_weight: float = 0.0  # weight of the per-step classification loss (anytime prediction / early exit)
+    aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
     max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
     seed: int = 0
     data_root: str | None = None
-    eval_every: int = 1000  # steps between validation runs (mean policy)
-    eval_images: int = 10_000  # validation images per evaluation
+    eval_every: int = 2000  # steps between validation runs (mean policy)
+    eval_images: int = 5000  # validation images per evaluation
     checkpoint_every: int = 500  # steps between checkpoints
     log_every: int = 50  # steps between JSON-lines log records
-    threads: int | None = None  # torch intra-op threads; None leaves torch's default
+    threads: int | None = 1  # torch intra-op threads (small matrices: one per process is fastest; scale out with
+    # torchrun); None leaves torch's default
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,4 +1,4 @@
-"""Named training presets, one module per data set, each exposing CONFIG (a TrainConfig) and a one-line summary."""
+"""Named training presets, one module per data set, each exposing CONFIG: what differs from TrainConfig's defaults."""
 
 from __future__ import annotations
 

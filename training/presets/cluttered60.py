@@ -6,12 +6,5 @@ CONFIG = TrainConfig(
     task="cluttered60",
     model=ModelConfig(glimpse_size=12, num_scales=3, scale_factor=2, num_glimpses=8, height=60, width=60,
                       core="lstm", location_std=0.15),
-    batch_size=128,
-    mc_samples=1,
     steps=80_000,
-    learning_rate=1e-3,
-    aux_weight=0.1,
-    eval_every=2000,
-    eval_images=5000,
-    threads=1,  # small matrices: one thread per process is fastest; scale out with torchrun
 )

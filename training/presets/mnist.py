@@ -12,13 +12,6 @@ CONFIG = TrainConfig(
     task="mnist",
     model=ModelConfig(glimpse_size=8, num_scales=2, scale_factor=2, num_glimpses=6, height=28, width=28,
                       core="rnn", location_std=0.15),
-    batch_size=128,
-    mc_samples=1,
     steps=60_000,
-    learning_rate=1e-3,
-    aux_weight=0.1,
     max_shift=2,
-    eval_every=2000,
-    eval_images=5000,
-    threads=1,  # small matrices: one thread per process is fastest; scale out with torchrun
 )
