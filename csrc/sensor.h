@@ -46,25 +46,33 @@ RAM_HOST_DEVICE int64_t centre_pixel(float l, int64_t size) {
   return pixel < size ? pixel : size - 1;
 }
 
-// One output pixel: the mean of the block (oy, ox) of scale `scale` in channel plane `plane` ([H, W]) around (cx, cy).
-// The block is clipped to the image, and its sum divided by the full block area, so outside pixels count as 0.
-// Accumulation in double in row-major order makes the result independent of threads and devices.
+// Pixels [begin, end) along one axis, already clipped to the image.
+struct Span {
+  int64_t begin, end;
+};
+
+// Along an axis of `size` pixels: block `o` of the patch of blocks of side b centred on pixel `centre`, clipped.
+RAM_HOST_DEVICE Span block_span(int64_t centre, int64_t o, int64_t b, const SensorSpec& spec, int64_t size) {
+  const int64_t start = centre - spec.glimpse_size * b / 2 + o * b;
+  return {start < 0 ? 0 : start, start + b > size ? size : start + b};
+}
+
+// The mean of one clipped block of `plane` ([H, W]): its sum divided by the full block area b², so outside pixels
+// count as 0. Accumulation in double in row-major order makes the result independent of threads and devices.
+RAM_HOST_DEVICE float block_mean(const float* plane, int64_t width, Span rows, Span cols, int64_t b) {
+  double sum = 0.0;
+  for (int64_t r = rows.begin; r < rows.end; ++r) {
+    const float* row = plane + r * width;
+    for (int64_t c = cols.begin; c < cols.end; ++c) sum += row[c];
+  }
+  return static_cast<float>(sum / static_cast<double>(b * b));
+}
+
+// One output pixel: block (oy, ox) of scale `scale` in channel plane `plane` ([H, W]) around (cx, cy).
 RAM_HOST_DEVICE float glimpse_pixel(const float* plane, int64_t height, int64_t width, int64_t cx, int64_t cy,
                                     const SensorSpec& spec, int64_t scale, int64_t oy, int64_t ox) {
   const int64_t b = block_side(spec, scale);
-  const int64_t side = spec.glimpse_size * b;
-  const int64_t row0 = cy - side / 2 + oy * b;
-  const int64_t col0 = cx - side / 2 + ox * b;
-  const int64_t r_begin = row0 < 0 ? 0 : row0;
-  const int64_t r_end = row0 + b > height ? height : row0 + b;
-  const int64_t c_begin = col0 < 0 ? 0 : col0;
-  const int64_t c_end = col0 + b > width ? width : col0 + b;
-  double sum = 0.0;
-  for (int64_t r = r_begin; r < r_end; ++r) {
-    const float* row = plane + r * width;
-    for (int64_t c = c_begin; c < c_end; ++c) sum += row[c];
-  }
-  return static_cast<float>(sum / static_cast<double>(b * b));
+  return block_mean(plane, width, block_span(cy, oy, b, spec, height), block_span(cx, ox, b, spec, width), b);
 }
 
 // Row of the first NaN in locations [n, 2] (host memory), or -1: NaN has no pixel, so it is an error, not a clamp.
