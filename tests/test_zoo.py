@@ -1,0 +1,43 @@
+"""The bundled models: each loads, validates, and classifies a fixed sample of its test set at its measured accuracy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ram_infer import load_model
+from ram_infer.cli import main
+from ram_infer.engine import bundled_models
+from training.data import TASKS, compose
+
+SAMPLE = Path(__file__).parent / "fixtures" / "mnist_test_sample.npz"  # tests/fixtures/make_mnist_sample.py
+EXAMPLES = Path(__file__).parent.parent / "examples"
+# 300 images: a model at its measured error p gets more than p + 2.5 points wrong with probability well under 1 %.
+MARGIN = 0.025
+
+
+def sample_for(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's digits placed as the data set places them (fixed seed), in [0, 1], and their labels."""
+    with np.load(SAMPLE) as sample:
+        digits, labels = sample["digits"].astype(np.float32) / 255, sample["labels"]
+    images = compose(digits, digits, TASKS[dataset], np.random.default_rng(2014), digit_indices=np.arange(len(digits)))
+    return images, labels
+
+
+@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_bundled_model_is_as_accurate_as_its_card_says(name: str) -> None:
+    engine = load_model(name, threads=1)
+    images, labels = sample_for(engine.info.dataset)
+    error = float(np.mean(engine.predict(images).labels != labels))
+    assert engine.info.test_error is not None
+    assert error <= engine.info.test_error + MARGIN
+
+
+def test_default_model_reads_the_example_digits(capsys: pytest.CaptureFixture[str]) -> None:
+    files = sorted(EXAMPLES.glob("digit_*.png"))
+    assert main([*map(str, files), "--json"]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in results] == [f.stem.removeprefix("digit_") for f in files]
