@@ -40,11 +40,13 @@ def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, 
     return model.eval(), config, checkpoint
 
 
-def rollout_answers(model: RecurrentAttention, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+def rollout_answers(model: RecurrentAttention, images: np.ndarray, batch_size: int = 1000,
+                    device: torch.device | str = "cpu") -> np.ndarray:
     """The torch model's answers with the mean policy after 1, 2, …, T glimpses.
 
     Args:
         images (ndarray[N, C, H, W], float32): the evaluation images.
+        device: where the model is.
 
     Returns:
         ndarray[N, T], int64: the most probable class after each glimpse; column T-1 is the model's answer.
@@ -52,25 +54,27 @@ def rollout_answers(model: RecurrentAttention, images: np.ndarray, batch_size: i
     answers = np.empty((len(images), model.config.num_glimpses), dtype=np.int64)  # (N, T)
     with torch.no_grad():
         for begin in range(0, len(images), batch_size):
-            logits = model.rollout(torch.from_numpy(images[begin : begin + batch_size])).logits  # (T, B, classes)
-            answers[begin : begin + batch_size] = logits.argmax(2).T.numpy()  # (B, T)
+            x = torch.from_numpy(images[begin : begin + batch_size]).to(device)
+            logits = model.rollout(x).logits  # (T, B, classes)
+            answers[begin : begin + batch_size] = logits.argmax(2).T.cpu().numpy()  # (B, T)
     return answers
 
 
 def errors_per_glimpse(model: RecurrentAttention, images: np.ndarray, labels: np.ndarray,
-                       batch_size: int = 1000) -> np.ndarray:
+                       batch_size: int = 1000, device: torch.device | str = "cpu") -> np.ndarray:
     """Error of the mean policy when answering after 1, 2, …, T glimpses.
 
     Args:
         images (ndarray[N, C, H, W], float32): the evaluation images.
         labels (ndarray[N], int64): their classes.
+        device: where the model is.
 
     Returns:
         ndarray[T], float64: the fraction wrong after each glimpse; the last entry is the model's test error.
     """
     if len(images) == 0:
         return np.zeros(model.config.num_glimpses)
-    return np.mean(rollout_answers(model, images, batch_size) != labels[:, None], axis=0)
+    return np.mean(rollout_answers(model, images, batch_size, device) != labels[:, None], axis=0)
 
 
 def plot_traces(

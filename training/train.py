@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from training.config import TrainConfig, apply_overrides
 from training.data import TrainStream, fixed_split
+from training.evaluate import errors_per_glimpse
 from training.losses import hybrid_loss
 from training.model import RecurrentAttention
 from training.presets import PRESETS, load_preset
@@ -48,18 +49,6 @@ def step_generator(config: TrainConfig, step: int, rank: int, device: torch.devi
     """The location noise of one step on one rank: a function of (seed, step, rank) so a resumed run is exact."""
     seed = int(np.random.SeedSequence([config.seed, step, rank, 2]).generate_state(1, dtype=np.uint64)[0])
     return torch.Generator(device=device).manual_seed(seed)
-
-
-def evaluate_error(model: RecurrentAttention, images: np.ndarray, labels: np.ndarray, device: torch.device,
-                   batch_size: int = 1000) -> float:
-    """Test error (fraction) of the mean policy: the deterministic episode the runtime runs."""
-    wrong = 0
-    with torch.no_grad():
-        for begin in range(0, len(images), batch_size):
-            x = torch.from_numpy(images[begin : begin + batch_size]).to(device)
-            answer = model.rollout(x).logits[-1].argmax(1).cpu().numpy()
-            wrong += int((answer != labels[begin : begin + batch_size]).sum())
-    return wrong / max(len(images), 1)
 
 
 class Trainer:
@@ -135,7 +124,7 @@ class Trainer:
             self._valid = fixed_split(self.config.task, "valid", root=self.config.data_root,
                                       limit=self.config.eval_images)
         self.model.eval()
-        error = evaluate_error(self.model, *self._valid, self.device)
+        error = float(errors_per_glimpse(self.model, *self._valid, device=self.device)[-1])
         self.model.train()
         return error
 
