@@ -12,6 +12,8 @@ Every value is JSON under one key (one definition, used by the exporter to write
 - ``ram.dataset``: str, the data set it was trained on (e.g. ``"mnist"``).
 - ``ram.test_error``: float in [0, 1] measured through the exported path, or null.
 - ``ram.training``: dict, how it was trained (command, preset, steps, wall time, configuration …).
+- ``ram.graph``: only in full-episode models (training/episode.py), ``"episode"``: image in, logits and locations
+  out, for runtimes without the sensor; ram-infer runs step models and refuses these with a message saying so.
 
 The runtime reads these through ``onnxruntime`` (``get_modelmeta().custom_metadata_map``), so it needs no ``onnx``
 package, and checks them against the graph's inputs and outputs (the step contract in DESIGN.md): a dynamic batch
@@ -41,6 +43,8 @@ KEYS = (
 )
 BACKGROUNDS = ("dark", "light")
 PLACEMENTS = ("mnist", "canvas")
+GRAPH_KEY = PREFIX + "graph"
+EPISODE_GRAPH = "episode"
 STEP_INPUTS = ("glimpse", "location", "state")
 STEP_OUTPUTS = ("state_next", "location_next", "logits")
 _MISSING = object()
@@ -199,7 +203,13 @@ class ModelInfo:
         Raises:
             ModelFormatError: the metadata is missing or inconsistent with the graph.
         """
-        info = cls.from_metadata_props(session.get_modelmeta().custom_metadata_map, source)
+        props = session.get_modelmeta().custom_metadata_map
+        if props.get(GRAPH_KEY) == json.dumps(EPISODE_GRAPH):
+            raise ModelFormatError(
+                f"{source}: a full-episode model (image -> logits, locations), meant for any ONNX Runtime without "
+                "ram-infer; ram-infer runs the step model it was made from"
+            )
+        info = cls.from_metadata_props(props, source)
         ports = {"input": session.get_inputs(), "output": session.get_outputs()}
         for kind, args in ports.items():
             for arg in args:

@@ -97,3 +97,16 @@ def digit_files() -> list[Path]:
     if not DIGIT_FILES:
         pytest.fail(f"no sample digits in {EXAMPLES}; run python examples/make_examples.py")
     return DIGIT_FILES
+
+
+SAMPLE = Path(__file__).parent / "fixtures" / "mnist_test_sample.npz"  # tests/fixtures/make_mnist_sample.py
+
+
+def sample_for(dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's digits placed as the data set places them (fixed seed), in [0, 1], and their labels."""
+    with np.load(SAMPLE) as sample:
+        digits, labels = sample["digits"].astype(np.float32) / 255, sample["labels"]
+    from training.data import TASKS, compose
+
+    images = compose(digits, digits, TASKS[dataset], np.random.default_rng(2014), digit_indices=np.arange(len(digits)))
+    return images, labels

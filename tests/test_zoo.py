@@ -11,20 +11,11 @@ import pytest
 from ram_infer import load_model
 from ram_infer.cli import main
 from ram_infer.engine import bundled_models
-from training.data import TASKS, compose
+from conftest import sample_for
 
-SAMPLE = Path(__file__).parent / "fixtures" / "mnist_test_sample.npz"  # tests/fixtures/make_mnist_sample.py
 EXAMPLES = Path(__file__).parent.parent / "examples"
 # 300 images: a model at its measured error p gets more than p + 2.5 points wrong with probability well under 1 %.
 MARGIN = 0.025
-
-
-def sample_for(dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """The sample's digits placed as the data set places them (fixed seed), in [0, 1], and their labels."""
-    with np.load(SAMPLE) as sample:
-        digits, labels = sample["digits"].astype(np.float32) / 255, sample["labels"]
-    images = compose(digits, digits, TASKS[dataset], np.random.default_rng(2014), digit_indices=np.arange(len(digits)))
-    return images, labels
 
 
 @pytest.mark.parametrize("name", sorted(bundled_models()))

@@ -35,6 +35,7 @@ from ram_infer.metadata import ModelInfo
 from training.config import TrainConfig
 from training.data import SPLIT_SEEDS, TASKS, fixed_split
 from training.evaluate import evaluate_onnx, load_checkpoint, plot_curve, plot_onnx_traces, rollout_answers
+from training.episode import export_episode, sidecar
 from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint
 from training.model import RecurrentAttention
 from training.presets import PRESETS, load_preset
@@ -112,6 +113,7 @@ def make_card(
         "card": models_dir / f"{name}.md",
         "curve": docs_dir / f"{name}-curve.png",
         "trace": docs_dir / f"{name}-trace.png",
+        "episode": models_dir / "episode" / f"{name}.onnx",
     }
     with tempfile.TemporaryDirectory(prefix="ram-card-") as scratch:
         measured = Path(scratch) / f"{name}.onnx"
@@ -138,9 +140,10 @@ def make_card(
         **{label: percent / 100 for label, _, percent in reference[:1]},
     })
     plot_onnx_traces(paths["onnx"], images[:TRACE_IMAGES], labels[:TRACE_IMAGES], paths["trace"])
+    export_episode(paths["onnx"], paths["episode"], test_images=images)
     card_command = _card_command(run_dir, name, checkpoint_name, limit)
     paths["card"].write_text(render_card(name, info, config, model_parameters(model), evaluation, parity,
-                                         paths, card_command))
+                                         paths, card_command) + episode_section(name, paths))
     return {**{key: str(path) for key, path in paths.items()}, "evaluation": evaluation, "parity": parity}
 
 
@@ -357,6 +360,25 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def episode_section(name: str, paths: dict[str, Path]) -> str:
+    """The card's section on the full-episode model (training/episode.py) shipped beside the step model."""
+    parity = sidecar(onnx.load(str(paths["episode"])))["episode_parity"]
+    diff = parity["max_abs_diff"]
+    relative = Path(os.path.relpath(paths["episode"], paths["card"].parent)).as_posix()
+    return "\n".join([
+        "",
+        "## Full-episode model",
+        "",
+        f"[`{relative}`]({relative}), {_size(paths['episode'])}, is the whole episode in one standard-ONNX graph "
+        "(image in; logits and the glimpse locations out), for any ONNX Runtime without ram-infer: C, C#, Java, "
+        f"JavaScript, mobile. Made by `ram-train episode {name} OUT.onnx --test-set DATA` (also part of "
+        f"`ram-train card`). Against the stepwise runtime on {_count(parity['images'])} test images: "
+        f"{parity['labels_differ']} labels differ; the largest difference is {diff['logits']:.3g} in the logits and "
+        f"{diff['locations']:.3g} in the locations.",
+        "",
+    ])
 
 
 def command_card(args: argparse.Namespace) -> int:

@@ -272,9 +272,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="checkpoint and stop at this step (resume later with --resume); the schedule is unchanged")
     train.add_argument("overrides", nargs="*", metavar="key=value")
     train.set_defaults(handler=command_train)
-    from training import evaluate  # the eval/export commands live beside their code
+    from training import episode, evaluate  # the eval/export commands live beside their code
 
     evaluate.add_commands(commands)
+    episode.add_command(commands)
     return parser.parse_args(argv)
 
 
