@@ -64,9 +64,11 @@ def test_bench_engine_quick(tmp_path, fake_mnist):
     model = export_tiny_model("rnn", tmp_path).path
     run_script("bench_engine.py", "--quick", "--ram-model", model, "--data", fake_mnist, "--out-dir", tmp_path)
     table = table_rows(tmp_path / "engine.md")
-    # targets: header + 4; MNIST: header + ram-infer ×2, early exit, eager ×2, two CNNs ×2; sweep: header + 2 sizes
-    assert len(table) == (1 + 4) + (1 + 9) + (1 + 2)
+    # targets: header + 4; MNIST: header + ram-infer ×2, early exit, eager ×2, episode ×2, two CNNs ×2;
+    # sweep: header + 2 sizes
+    assert len(table) == (1 + 4) + (1 + 11) + (1 + 2)
     assert sum(row.startswith("| eager PyTorch RAM |") for row in table) == 2  # at 1 and 2 threads
+    assert sum(row.startswith("| full-episode ONNX") for row in table) == 2
     assert (tmp_path / "engine.png").stat().st_size > 0
 
 
