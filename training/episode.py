@@ -10,10 +10,10 @@ turns a step model (training/export.py) into one graph that any ONNX Runtime run
 The T steps are unrolled; each one is the glimpse sensor ρ (below) followed by a copy of the step network's nodes,
 which all read the step model's one set of weights, so the file is barely larger than the step model.
 
-The sensor in standard operators follows csrc/sensor.h exactly. For scale i (block side b = sⁱ, patch side g·b):
-the centre pixel is computed in float64 like ``centre_pixel``; the patch's row and column indices are clamped into
-the image for a ``Gather`` on the flattened image and the pixels outside it are zeroed by a mask (they count as 0);
-blocks are summed in float64 and divided by b². The C++ sensor also sums in float64, and a float64 sum of at most
+The sensor in standard operators follows csrc/sensor.h exactly. The image is padded once per episode with zeros
+wide enough for the largest patch, so pixels outside the image read as 0 and no index needs clamping. For scale i
+(block side b = sⁱ, patch side g·b): the centre pixel is computed in float64 like ``centre_pixel``; the patch is one
+``Gather`` of flat indices on the padded image; blocks are summed in float64 and divided by b². The C++ sensor also sums in float64, and a float64 sum of at most
 b² float32 pixels of [0, 1] images is exact in any order, so both give the same float32 glimpse, bit for bit; the
 whole episode then matches the stepwise runtime to the last bit or close to it (tests/test_episode.py).
 
@@ -75,55 +75,46 @@ class _Builder:
         return output
 
 
-def _centre_pixel(b: _Builder, coordinate: str, size: int, scope: str) -> str:
-    """[N] int64: ``centre_pixel`` of csrc/sensor.h for one coordinate of the locations, computed in float64."""
-    l = b.op("Cast", [coordinate], f"{scope}/l64", to=TensorProto.DOUBLE)
+def _centre_pixels(b: _Builder, location: str, height: int, width: int, scope: str) -> tuple[str, str]:
+    """``centre_pixel`` of csrc/sensor.h for both coordinates of the locations [N, 2], in float64: (cx, cy) as
+    int64 [N, 1] each."""
+    l = b.op("Cast", [location], f"{scope}/l64", to=TensorProto.DOUBLE)
     clamped = b.op("Clip", [l, b.const("minus_one", np.float64(-1)), b.const("one", np.float64(1))], f"{scope}/clamp")
     # ((l + 1) · 0.5) · size, in the C++ order, then floor: exact in float64 for float32 l, so every runtime agrees.
+    sizes = b.const(f"size{width}x{height}", np.array([width, height], np.float64))
     scaled = b.op("Mul", [b.op("Mul", [b.op("Add", [clamped, b.const("one", np.float64(1))], f"{scope}/plus1"),
-                                       b.const("half", np.float64(0.5))], f"{scope}/half"),
-                          b.const(f"size{size}", np.float64(size))], f"{scope}/scaled")
+                                       b.const("half", np.float64(0.5))], f"{scope}/half"), sizes], f"{scope}/scaled")
     pixel = b.op("Cast", [b.op("Floor", [scaled], f"{scope}/floor")], f"{scope}/pixel", to=TensorProto.INT64)
-    return b.op("Min", [pixel, b.const(f"last{size}", np.int64(size - 1))], f"{scope}/centre")
-
-
-def _patch_axis(b: _Builder, centre: str, side: int, size: int, scope: str) -> tuple[str, str]:
-    """Along one axis of ``size`` pixels: the patch's ``side`` pixel indices clamped into the image [N, side], and
-    whether each index is inside the image [N, side] (float64 1 or 0)."""
-    start = b.op("Sub", [centre, b.const(f"half_side{side}", np.int64(side // 2))], f"{scope}/start")
-    offsets = b.op("Add", [b.op("Unsqueeze", [start, b.const("axis1", np.array([1], np.int64))], f"{scope}/start2d"),
-                           b.const(f"arange{side}", np.arange(side, dtype=np.int64)[None])], f"{scope}/indices")
-    clamped = b.op("Max", [b.op("Min", [offsets, b.const(f"last{size}", np.int64(size - 1))], f"{scope}/below"),
-                           b.const("zero_i64", np.int64(0))], f"{scope}/clamped")
-    inside = b.op("Equal", [offsets, clamped], f"{scope}/inside")
-    return clamped, b.op("Cast", [inside], f"{scope}/mask", to=TensorProto.DOUBLE)
+    last = b.const(f"last{width}x{height}", np.array([width - 1, height - 1], np.int64))
+    centre = b.op("Min", [pixel, last], f"{scope}/centre")  # [N, 2]
+    return tuple(b.op("Slice", [centre, b.const(f"from{axis}", np.array([axis], np.int64)),
+                                b.const(f"to{axis + 1}", np.array([axis + 1], np.int64)),
+                                b.const("axis1", np.array([1], np.int64))], f"{scope}/{name}")
+                 for axis, name in ((0, "cx"), (1, "cy")))
 
 
 def _glimpse(b: _Builder, image: "_Image", location: str, spec: SensorSpec, scope: str) -> str:
-    """ρ(x, l) [N, k, C, g, g] float32, from the flattened float64 image and the locations [N, 2]."""
-    g, C, H, W = spec.glimpse_size, image.channels, image.height, image.width
-    x = b.op("Gather", [location, b.const("index0", np.int64(0))], f"{scope}/x", axis=1)  # [N]
-    y = b.op("Gather", [location, b.const("index1", np.int64(1))], f"{scope}/y", axis=1)  # [N]
-    cx, cy = _centre_pixel(b, x, W, f"{scope}/cx"), _centre_pixel(b, y, H, f"{scope}/cy")
+    """ρ(x, l) [N, k, C, g, g] float32, from the padded flat float64 image (``_Image``) and the locations [N, 2]."""
+    g, C = spec.glimpse_size, image.channels
+    cx, cy = _centre_pixels(b, location, image.height, image.width, scope)  # [N, 1] each
+    row_offsets = b.op("Mul", [cy, b.const(f"padded_width{image.padded_width}", np.int64(image.padded_width))],
+                       f"{scope}/row_offset")  # [N, 1]
     scales = []
     for i in range(spec.num_scales):
         block = spec.scale_factor**i
         side, at = g * block, f"{scope}/scale{i}"
-        cols, col_mask = _patch_axis(b, cx, side, W, f"{at}/cols")  # [N, side] each
-        rows, row_mask = _patch_axis(b, cy, side, H, f"{at}/rows")
-        # flat index of pixel (n, c, row, col): n·CHW + c·HW + row·W + col, as [N, C, side, side]
-        row_offsets = b.op("Mul", [rows, b.const(f"width{W}", np.int64(W))], f"{at}/row_offsets")
-        plane = b.op("Add", [b.op("Unsqueeze", [row_offsets, b.const("axis2", np.array([2], np.int64))], f"{at}/r3"),
-                             b.op("Unsqueeze", [cols, b.const("axis1", np.array([1], np.int64))], f"{at}/c3")],
+        # The patch starts side // 2 before the centre; in the padded image, `pad` further on.
+        steps = np.arange(side, dtype=np.int64) + image.pad - side // 2  # [side]
+        cols = b.op("Add", [cx, b.const(f"col_steps{side}", steps[None])], f"{at}/cols")  # [N, side]
+        rows = b.op("Add", [row_offsets, b.const(f"row_steps{side}x{image.padded_width}",
+                                                 (steps * image.padded_width)[None])], f"{at}/rows")  # [N, side]
+        # flat index of padded pixel (n, c, row, col): n·C·Hp·Wp + c·Hp·Wp + row·Wp + col, as [N, C, side, side]
+        plane = b.op("Add", [b.op("Unsqueeze", [rows, b.const("axis2", np.array([2], np.int64))], f"{at}/rows3"),
+                             b.op("Unsqueeze", [cols, b.const("axis1", np.array([1], np.int64))], f"{at}/cols3")],
                      f"{at}/plane_index")  # [N, side, side]
-        index = b.op("Add", [b.op("Unsqueeze", [plane, b.const("axis1", np.array([1], np.int64))], f"{at}/p4"),
-                             image.offsets], f"{at}/index")  # [N, C, side, side]
-        pixels = b.op("Gather", [image.flat, index], f"{at}/pixels", axis=0)
-        mask = b.op("Mul", [b.op("Unsqueeze", [row_mask, b.const("axis2", np.array([2], np.int64))], f"{at}/rm"),
-                            b.op("Unsqueeze", [col_mask, b.const("axis1", np.array([1], np.int64))], f"{at}/cm")],
-                    f"{at}/mask")  # [N, side, side]
-        patch = b.op("Mul", [pixels, b.op("Unsqueeze", [mask, b.const("axis1", np.array([1], np.int64))],
-                                           f"{at}/m4")], f"{at}/patch")  # outside pixels count as 0
+        index = b.op("Add", [b.op("Unsqueeze", [plane, b.const("axis1", np.array([1], np.int64))], f"{at}/plane4"),
+                             image.offsets], f"{at}/index")
+        patch = b.op("Gather", [image.flat, index], f"{at}/patch", axis=0)  # [N, C, side, side]
         if block > 1:
             blocks = b.op("Reshape", [patch, b.const(f"blocks{C}x{g}x{block}",
                                                      np.array([-1, C, g, block, g, block], np.int64))], f"{at}/blocks")
@@ -136,16 +127,24 @@ def _glimpse(b: _Builder, image: "_Image", location: str, spec: SensorSpec, scop
 
 
 class _Image:
-    """The episode's image, prepared once for every glimpse: flattened to float64 [N·C·H·W], and the flat offset of
-    each (n, c) plane [N, C, 1, 1]."""
+    """The episode's image, prepared once for every glimpse: in float64, padded with ``pad`` zeros on every side (so
+    every patch lies inside and the pixels outside the image read as 0 with no clamping or masking), flattened to
+    [N·C·Hp·Wp], and the flat offset of each (n, c) plane [N, C, 1, 1]."""
 
-    def __init__(self, b: _Builder, image: str, channels: int, height: int, width: int):
+    def __init__(self, b: _Builder, image: str, channels: int, height: int, width: int, largest_side: int):
         self.channels, self.height, self.width = channels, height, width
+        # Rows of a patch of side S around centre row cy ∈ [0, H-1] span [cy - S//2, cy - S//2 + S): at most S//2
+        # before the image and ceil(S/2) - 1 after it.
+        self.pad = (largest_side + 1) // 2
+        self.padded_width = width + 2 * self.pad
         as_double = b.op("Cast", [image], "image/f64", to=TensorProto.DOUBLE)
-        self.flat = b.op("Reshape", [as_double, b.const("flat", np.array([-1], np.int64))], "image/flat")
+        p = self.pad
+        padded = b.op("Pad", [as_double, b.const(f"pads{p}", np.array([0, 0, p, p, 0, 0, p, p], np.int64))],
+                      "image/padded", mode="constant")
+        self.flat = b.op("Reshape", [padded, b.const("flat", np.array([-1], np.int64))], "image/flat")
         batch = b.op("Gather", [b.op("Shape", [image], "image/shape"), b.const("index0", np.int64(0))], "image/batch")
         n = b.op("Range", [b.const("zero_i64", np.int64(0)), batch, b.const("one_i64", np.int64(1))], "image/n")
-        plane = height * width
+        plane = (height + 2 * p) * self.padded_width
         self.offsets = b.op(
             "Add",
             [b.op("Mul", [b.op("Reshape", [n, b.const("to_n111", np.array([-1, 1, 1, 1], np.int64))], "image/n4"),
@@ -156,13 +155,17 @@ class _Image:
         self.batch = batch
 
 
+def _largest_side(spec: SensorSpec) -> int:
+    return spec.glimpse_size * spec.scale_factor ** (spec.num_scales - 1)
+
+
 def build_sensor_model(spec: SensorSpec, channels: int, height: int, width: int,
                        *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The glimpse sensor ρ alone in standard ONNX: ``image`` [batch, C, H, W], ``location`` [batch, 2] →
     ``glimpse`` [batch, k, C, g, g], the same floats as ``ram_infer.extract_glimpses`` (for a step loop in a runtime
     without our extension, and to test the episode's sensor on its own)."""
     b = _Builder()
-    image = _Image(b, EPISODE_INPUT, channels, height, width)
+    image = _Image(b, EPISODE_INPUT, channels, height, width, _largest_side(spec))
     rho = _glimpse(b, image, "location", spec, "sensor")
     b.nodes.append(helper.make_node("Identity", [rho], ["glimpse"], name="sensor/output"))
     g = spec.glimpse_size
@@ -226,7 +229,7 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
     T, S = info.num_glimpses, info.state_size
     b = _Builder()
     b._names.update(t.name for t in step.initializer)
-    image = _Image(b, EPISODE_INPUT, shape.channels, shape.height, shape.width)
+    image = _Image(b, EPISODE_INPUT, shape.channels, shape.height, shape.width, _largest_side(info.sensor))
 
     batch_1d = b.op("Unsqueeze", [image.batch, b.const("axis0", np.array([0], np.int64))], "episode/batch")
     state = b.op("ConstantOfShape", [b.op("Concat", [batch_1d, b.const("state_size", np.array([S], np.int64))],
