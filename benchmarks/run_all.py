@@ -13,12 +13,14 @@ Run from the repository root, on a machine as idle as you can get it (each table
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
 # name → (script, how it takes its output location given the results folder)
 SCRIPTS = {
     "engine": ("bench_engine.py", lambda out: ["--out-dir", str(out)]),
@@ -37,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only:
         script, output = SCRIPTS[name]
         quick = ["--quick"] if args.quick else []
-        command = [sys.executable, str(BENCHMARKS / script), *quick, *output(args.out_dir)]
+        # Paths relative to the repository, where the scripts run: each table records its command, and a table in
+        # the repository must not name this machine's folders.
+        out_dir = Path(os.path.relpath(args.out_dir.resolve(), REPO))
+        command = ["python", os.path.relpath(BENCHMARKS / script, REPO), *quick, *output(out_dir)]
         print(f"$ {shlex.join(command)}", flush=True)
-        if subprocess.run(command).returncode != 0:
+        if subprocess.run([sys.executable, *command[1:]], cwd=REPO).returncode != 0:
             print(f"{script} failed", file=sys.stderr)
             return 1
     return 0

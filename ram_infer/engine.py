@@ -174,7 +174,10 @@ class Engine:
             Prediction.
 
         Raises:
-            ValueError: images of the wrong shape or dtype, non-finite pixels, or a bad ``early_exit``/``batch_size``.
+            ValueError: images of the wrong shape or dtype, a non-finite pixel that a glimpse reads, or a bad
+                ``early_exit``/``batch_size``. The images are not scanned as a whole (that would make the cost grow
+                with their size, which RAM exists to avoid): a NaN or inf pixel that a glimpse reads makes the
+                location or the logits non-finite, and only then are the images checked.
             ModelFormatError: the step network fails to run (its graph does not do what its declared shapes say).
         """
         x = self._check_images(images)
@@ -199,6 +202,11 @@ class Engine:
         except (RuntimeError, *_ORT_LOAD_ERRORS) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelFormatError(f"{self.path}: the step network failed to run ({reason})") from None
+        except ValueError:  # the sensor refuses a NaN location, which a glimpsed NaN or inf pixel produces
+            _refuse_non_finite(x)
+            raise
+        if not np.isfinite(step_logits).all():
+            _refuse_non_finite(x)
         if early_exit is None:
             logits = step_logits[:, T - 1].copy()  # (N, classes)
         else:
@@ -246,10 +254,7 @@ class Engine:
             raise ValueError(f"images must have shape (N, {', '.join(map(str, expected))}), got {x.shape}")
         if x.dtype.kind != "f":  # float16/32/64; np.issubdtype costs ≈ 0.4 µs of a 90 µs batch-1 call
             raise ValueError(f"images must be float32 in the model's input format, got {x.dtype}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():  # NaN pixels would give NaN locations, and an answer that means nothing
-            raise ValueError(f"images must be finite, got NaN or inf in image {int(np.argwhere(~np.isfinite(x))[0, 0])}")
-        return x
+        return np.ascontiguousarray(x, dtype=np.float32)
 
     def _workspace(self, n: int) -> "_Workspace":
         cache = getattr(self._local, "workspaces", None)
@@ -373,6 +378,13 @@ def _direct_sensor() -> Callable[..., Any]:
         return sensor.extract_glimpses(images, locations, g, k, s, out=out, threads=threads)
 
     return reference
+
+
+def _refuse_non_finite(x: np.ndarray) -> None:
+    """Raises ValueError naming the first image with a NaN or inf pixel, if there is one."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(f"images must be finite, got NaN or inf in image {int(np.argwhere(bad)[0, 0])}")
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from ram_infer import extract_glimpses, load_model
 from ram_infer.cli import main
 from ram_infer.images import ImageError, load_image, prepare_array
 from ram_infer.metadata import InputFormat
+from ram_infer.sensor import centre_pixel
 
 from make_bad_inputs import Case, cases_and_writers, make_corpus
 
@@ -191,12 +192,33 @@ def engine(tiny_rnn_path):
     return load_model(tiny_rnn_path, threads=1)
 
 
-@pytest.mark.parametrize("value", [np.nan, np.inf], ids=["nan", "inf"])
-def test_predict_refuses_non_finite_images(engine, images, value):
+@pytest.mark.parametrize("early_exit", [None, 0.9])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_predict_refuses_non_finite_pixels_that_a_glimpse_reads(engine, images, value, early_exit):
     x = images[:4].copy()
-    x[1, 0, 10:18, 10:18] = value
-    with pytest.raises(ValueError, match=r"images must be finite"):
-        engine.predict(x)
+    x[1, 0, 10:18, 10:18] = value  # under the first glimpse, at the centre
+    with pytest.raises(ValueError, match=r"^images must be finite, got NaN or inf in image 1$"):
+        engine.predict(x, early_exit=early_exit)
+
+
+def test_non_finite_pixels_no_glimpse_reads_change_nothing(engine, images):
+    """The images are not scanned whole (the cost would grow with their size): what no glimpse reads is irrelevant."""
+    x = images[:4].copy()
+    clean = engine.predict(x)
+    spec, (H, W) = engine.info.sensor, x.shape[2:]
+    read = np.zeros((len(x), H, W), bool)  # pixels some patch of some glimpse covers
+    largest = spec.glimpse_size * spec.scale_factor ** (spec.num_scales - 1)
+    for n, t in np.ndindex(clean.locations.shape[:2]):
+        cx, cy = (int(centre_pixel(v, size)) for v, size in zip(clean.locations[n, t], (W, H)))
+        top, left = cy - largest // 2, cx - largest // 2
+        read[n, max(top, 0) : top + largest, max(left, 0) : left + largest] = True
+    unread = np.argwhere(~read)
+    assert len(unread), "every pixel is glimpsed: pick a larger image or a smaller sensor"
+    for n, row, col in unread:
+        x[n, :, row, col] = np.nan
+    result = engine.predict(x)
+    np.testing.assert_array_equal(result.logits, clean.logits)
+    np.testing.assert_array_equal(result.locations, clean.locations)
 
 
 @pytest.mark.parametrize(
