@@ -46,10 +46,11 @@ PARITY_TOLERANCE = 1e-5  # the issue's bound on logits and locations; labels mus
 class _Builder:
     """Collects nodes and constants of a graph under construction; every op returns its (unique) output name."""
 
-    def __init__(self) -> None:
+    def __init__(self, reserved: Sequence[str] = ()) -> None:
+        """``reserved``: names already taken (the step model's weights), which ``fresh`` must not hand out."""
         self.nodes: list[onnx.NodeProto] = []
         self.constants: dict[str, onnx.TensorProto] = {}
-        self._names: set[str] = set()
+        self._names: set[str] = set(reserved)
 
     def fresh(self, name: str) -> str:
         """``name``, or ``name_2``, ``name_3`` … if taken."""
@@ -227,8 +228,7 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
     info.check_graph(_ports(step.input), _ports(step.output), "step model")
     shape = info.input
     T, S = info.num_glimpses, info.state_size
-    b = _Builder()
-    b._names.update(t.name for t in step.initializer)
+    b = _Builder(reserved=[t.name for t in step.initializer])
     image = _Image(b, EPISODE_INPUT, shape.channels, shape.height, shape.width, _largest_side(info.sensor))
 
     batch_1d = b.op("Unsqueeze", [image.batch, b.const("axis0", np.array([0], np.int64))], "episode/batch")
