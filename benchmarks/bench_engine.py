@@ -419,8 +419,8 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
         f"The same model as one full-episode ONNX graph in plain ONNX Runtime (no ram-infer, as an edge app runs it): "
         f"{episode['latency_us'][0]:,.1f} µs at batch 1 ({episode['latency_us'][0] / ours['latency_us'][0]:.1f}× "
         f"ram-infer's time) and {episode['images_per_s']:,.0f} images/s at batch {BATCH} "
-        f"({episode['images_per_s'] / ours['images_per_s']:.2f}× ram-infer's rate); its sensor is some 20 small "
-        "standard operators per glimpse instead of one compiled call. Same answers: see tests/test_episode.py.",
+        f"({episode['images_per_s'] / ours['images_per_s']:.2f}× ram-infer's rate); its sensor is 35–61 small "
+        "standard operators per glimpse (2–4 scales) instead of one compiled call. Same answers: see tests/test_episode.py.",
     ]
     if parity:
         lines += [
