@@ -180,12 +180,36 @@ def _profile_steps(model: str, images: np.ndarray, seconds: float, min_calls: in
         engine._glimpse(x, workspace.location_rows[step], sensor.glimpse_size, sensor.num_scales,
                         sensor.scale_factor, workspace.glimpse, 1)
 
+    run_unrolled = _unrolled_steps_call(engine, workspace, step)
     timings = {}
-    for name, call in (("step_network_us", run), ("sensor_us", glimpse)):
+    for name, call in (("step_network_us", run), ("sensor_us", glimpse), ("unrolled_steps_us", run_unrolled)):
         for _ in range(100):
             call()
-        timings[name] = float(np.median(_time_calls(lambda i: call(), seconds / 2, min_calls)))
+        timings[name] = float(np.median(_time_calls(lambda i: call(), seconds / 3, min_calls)))
     return {**timings, "glimpses": T, "sensor": [sensor.glimpse_size, sensor.num_scales, sensor.scale_factor]}
+
+
+def _unrolled_steps_call(engine, workspace, step: int):
+    """One ONNX Runtime call of the step network's T steps chained in one graph (training/episode.py's
+    ``build_unrolled_steps_model``) on the workspace's glimpse, IOBinding as in ram-infer's loop: what the T steps
+    cost with no sensor and no Python between them."""
+    import onnx
+    import onnxruntime as ort
+    from training.episode import build_unrolled_steps_model
+
+    unrolled = build_unrolled_steps_model(onnx.load(str(engine.path))).SerializeToString()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+    session = ort.InferenceSession(unrolled, options, providers=["CPUExecutionProvider"])
+    logits = np.empty_like(workspace.logits[0])
+    binding = session.io_binding()
+    for bind, name, array in ((binding.bind_input, "glimpse", workspace.glimpse),
+                              (binding.bind_input, "location", workspace.locations[step]),
+                              (binding.bind_input, "state", workspace.states[step % 2]),
+                              (binding.bind_output, "logits", logits)):
+        bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+    options = ort.RunOptions()
+    return lambda: session.run_with_iobinding(binding, options)
 
 
 def run_worker(spec: dict) -> dict:
@@ -412,7 +436,18 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
         f"({profile['step_network_us']:.1f} µs step network in ONNX Runtime + {profile['sensor_us']:.1f} µs sensor) "
         f"= {loop:.1f} µs of the {ours['latency_us'][0]:.1f} µs per `predict` call; the rest is the Python loop, "
         "input checks, softmax and the result arrays.",
+        "",
+        f"Floor: the same {profile['glimpses']} steps chained in one ONNX Runtime call, with no sensor and no Python "
+        f"between them, take {profile['unrolled_steps_us']:.1f} µs "
+        f"({profile['unrolled_steps_us'] / profile['glimpses']:.1f} µs a step against "
+        f"{profile['step_network_us']:.1f} µs as separate calls): the float32 weights are read once a "
+        "step, so no ONNX Runtime loop of this network can take less.",
     ]
+    peer = next((r for r in rows if r["name"] == EAGER_NAME and r["threads"] == 1), None)
+    if peer:
+        floor = profile["unrolled_steps_us"] + profile["glimpses"] * profile["sensor_us"]
+        lines[-1] += (f" With the compiled sensor that is {floor:.1f} µs, {peer['latency_us'][0] / floor:.1f}× faster "
+                      "than the eager peer: the ceiling of the batch-1 ratio on this machine.")
     episode = _row(rows, EPISODE_NAME, 1)
     lines += [
         "",

@@ -20,6 +20,7 @@ from training.episode import (
     PARITY_TOLERANCE,
     build_episode_model,
     build_sensor_model,
+    build_unrolled_steps_model,
     episode_parity,
     export_episode,
     sidecar,
@@ -101,6 +102,25 @@ def test_episode_rows_do_not_depend_on_batch_or_threads(tiny_model) -> None:
         for row, (one_logits, one_locations) in zip((0, 17, 32), single):
             np.testing.assert_array_equal(one_logits[0], logits[row])
             np.testing.assert_array_equal(one_locations[0], locations[row])
+
+
+def test_unrolled_steps_model_chains_the_step_networks_calls(tiny_model) -> None:
+    """The benchmark floor's graph computes what T step calls on one fixed glimpse compute, chained."""
+    step_model = onnx.load(str(tiny_model.path))
+    info = load_model(tiny_model.path).info
+    rng = np.random.default_rng(6)
+    feeds = {"glimpse": rng.random((3, *info.glimpse_shape), np.float32),
+             "location": rng.uniform(-1, 1, (3, 2)).astype(np.float32),
+             "state": rng.random((3, info.state_size), np.float32)}
+    step = session(step_model)
+    location, state = feeds["location"], feeds["state"]
+    for _ in range(info.num_glimpses):
+        state, location, logits = step.run(["state_next", "location_next", "logits"],
+                                           {"glimpse": feeds["glimpse"], "location": location, "state": state})
+    unrolled = build_unrolled_steps_model(step_model)
+    onnx.checker.check_model(unrolled, full_check=True)
+    assert len(unrolled.graph.initializer) == len(step_model.graph.initializer)  # one set of weights, shared
+    np.testing.assert_allclose(session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)
 
 
 def test_episode_model_has_the_contracted_interface_and_metadata(tiny_model) -> None:

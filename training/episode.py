@@ -35,7 +35,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ram_infer.metadata import EPISODE_GRAPH, GRAPH_KEY, PREFIX, STEP_OUTPUTS, ModelInfo, SensorSpec
+from ram_infer.metadata import EPISODE_GRAPH, GRAPH_KEY, PREFIX, STEP_INPUTS, STEP_OUTPUTS, ModelInfo, SensorSpec
 
 EPISODE_INPUT = "image"
 EPISODE_OUTPUTS = ("logits", "locations")
@@ -273,6 +273,29 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
     model.metadata_props.add(key=GRAPH_KEY, value=json.dumps(EPISODE_GRAPH))
     model = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def build_unrolled_steps_model(step_model: onnx.ModelProto) -> onnx.ModelProto:
+    """The step network's T steps chained in one graph with no sensor: every step reads the same ``glimpse`` input.
+
+    Not a RAM model (its glimpses do not follow its locations): it measures what the step network alone costs in
+    one ONNX Runtime call, the floor of any runtime that runs these T steps (benchmarks/bench_engine.py). Inputs
+    are the step model's; the output is the last step's ``logits``.
+    """
+    step = step_model.graph
+    T = ModelInfo.from_metadata_props(metadata_map(step_model), "step model").num_glimpses
+    b = _Builder(reserved=[t.name for t in step.initializer] + list(STEP_INPUTS))
+    outputs = {"state_next": "state", "location_next": "location"}
+    for t in range(T):
+        outputs = _copy_step(b, step, {"glimpse": "glimpse", "location": outputs["location_next"],
+                                       "state": outputs["state_next"]}, f"step{t}")
+    b.nodes.append(helper.make_node("Identity", [outputs["logits"]], ["logits"], name="steps/logits"))
+    logits = next(v for v in step.output if v.name == "logits")
+    graph = helper.make_graph(b.nodes, "ram_unrolled_steps", list(step.input), [logits],
+                              initializer=list(step.initializer))
+    model = helper.make_model(graph, opset_imports=list(step_model.opset_import))
+    model.ir_version = step_model.ir_version
     return model
 
 
