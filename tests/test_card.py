@@ -38,11 +38,14 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def shipped(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A tiny run trained for a few steps, then ``ram-train card`` into a temporary models and docs folder."""
+    """A tiny run trained for a few steps (planned for 4, lengthened to 6 on resume), then ``ram-train card`` into a
+    temporary models and docs folder."""
     base = tmp_path_factory.mktemp("card")
     run = base / "run"
-    train = ["train", "--preset", "mnist", "--out", str(run), "--no-progress", f"data_root={data_root}", *TINY_RUN]
+    train = ["train", "--preset", "mnist", "--out", str(run), "--no-progress", f"data_root={data_root}", *TINY_RUN,
+             "steps=4"]
     assert main(train) == 0
+    assert main(["train", "--out", str(run), "--resume", "--no-progress", "steps=6"]) == 0
     card = ["card", str(run), "--name", "tiny", "--models-dir", str(base / "models"),
             "--docs-dir", str(base / "docs"), "--limit", str(TEST_IMAGES)]
     assert main(card) == 0
@@ -67,6 +70,13 @@ def test_card_records_the_reconstructed_command_and_hardware(shipped_info) -> No
     assert "model.core_hidden=16" in training["command"] and "steps=6" in training["command"]
     assert training["run_steps"] == 6 and 1 <= training["steps"] <= 6 and training["wall_time_s"] > 0
     assert training["hardware"]["cores"] >= 1 and training["torch"] == torch.__version__
+
+
+def test_card_replays_a_lengthened_run_and_says_how_its_schedule_went(shipped: dict, shipped_info) -> None:
+    assert "'schedule_legs=[[4, 4]]'" in shipped_info.training["command"]
+    assert shipped_info.training["schedule_legs"] == [[4, 4]]
+    text = shipped["paths"]["card"].read_text()
+    assert "steps 0–4 followed a 4-step schedule; steps 4–6 follow the 6-step one" in text
 
 
 def test_card_states_the_measured_error(shipped: dict, shipped_info) -> None:

@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
 from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
-from training.train import Trainer, main  # noqa: E402
+from training.train import Trainer, learning_rate_at, main  # noqa: E402
 
 SMALL = ModelConfig(glimpse_size=4, num_scales=3, num_glimpses=3, glimpse_hidden=16, location_hidden=16,
                     glimpse_features=32, core_hidden=32, location_std=0.15)
@@ -189,6 +189,33 @@ def test_resume_continues_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+def test_lengthening_a_run_on_resume_is_replayed_from_scratch_by_its_legs(data_root: Path, tmp_path: Path) -> None:
+    common = ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
+              "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "eval_every=3", "checkpoint_every=3",
+              "log_every=2"]
+    lengthened = tmp_path / "lengthened"
+    assert main(["train", "--preset", "mnist", "--out", str(lengthened), *common, "steps=6", "--stop-at", "3"]) == 0
+    assert main(["train", "--out", str(lengthened), "--resume", "--no-progress", "steps=5"]) == 0  # 3 → 5, then
+    resumed = parameters_after(["train", "--out", str(lengthened), "--resume", "--no-progress", "steps=9"])  # → 9
+    config = torch.load(lengthened / "checkpoint.pt", weights_only=False)["config"]
+    assert config["schedule_legs"] == [[3, 6], [5, 5]] and config["steps"] == 9
+    assert json.loads((lengthened / "config.json").read_text())["schedule_legs"] == [[3, 6], [5, 5]]
+    replayed = parameters_after(["train", "--preset", "mnist", "--out", str(tmp_path / "replayed"), *common,
+                                 "steps=9", "schedule_legs=[[3, 6], [5, 5]]"])
+    assert all(torch.equal(resumed[name], replayed[name]) for name in resumed)
+    single = parameters_after(["train", "--preset", "mnist", "--out", str(tmp_path / "single"), *common, "steps=9"])
+    assert not all(torch.equal(resumed[name], single[name]) for name in resumed)  # the legs did change the run
+
+
+def test_schedule_legs_set_the_learning_rate_of_their_steps() -> None:
+    config = TrainConfig(steps=100, schedule_legs=[[10, 20], [30, 30]])
+    assert learning_rate_at(config, 5) == learning_rate_at(TrainConfig(steps=20), 5)
+    assert learning_rate_at(config, 29) == learning_rate_at(TrainConfig(steps=30), 29)
+    assert learning_rate_at(config, 30) == learning_rate_at(TrainConfig(steps=100), 30)
+    with pytest.raises(ValueError, match="schedule_legs"):
+        TrainConfig(schedule_legs=[[30, 30], [10, 20]])
 
 
 def test_train_refuses_to_overwrite_a_run(data_root: Path, tmp_path: Path, capsys) -> None:

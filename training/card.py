@@ -39,7 +39,7 @@ from training.episode import export_episode, sidecar
 from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint
 from training.model import RecurrentAttention
 from training.presets import PRESETS, load_preset
-from training.train import LOG
+from training.train import CHECKPOINT, LOG
 
 # The card links its pictures relative to the models folder, so by default they go to the source tree's docs/models.
 DOCS_DIR = MODELS_DIR.parent.parent / "docs" / "models"
@@ -120,7 +120,7 @@ def make_card(
         exported = export_checkpoint(run_dir / checkpoint_name, measured)
         evaluation = evaluate_onnx(measured, images, labels)
         parity = verify_export(model, measured, images)
-        facts = training_facts(log_path, checkpoint, config, command)
+        facts = training_facts(log_path, checkpoint, _run_config(run_dir, config), command)
         facts["test"] = {"split": "test", "seed": SPLIT_SEEDS["test"], "images": evaluation["images"],
                          "runtime": f"onnxruntime {onnxruntime.__version__}",
                          "full_split": limit is None or len(images) < limit}
@@ -180,6 +180,27 @@ def verify_export(model: RecurrentAttention, onnx_path: Path, images: np.ndarray
     return result
 
 
+def _run_config(run_dir: Path, shipped: TrainConfig) -> TrainConfig:
+    """The run's latest configuration (its checkpoint.pt): the shipped best.pt may predate a lengthening of the run."""
+    latest = run_dir / CHECKPOINT
+    if not latest.is_file():
+        return shipped
+    return TrainConfig.from_dict(torch.load(latest, map_location="cpu", weights_only=False)["config"])
+
+
+def schedule_text(schedule_legs: list[list[int]], steps: int) -> str:
+    """How the learning rate (and σ) moved, in words, for a run with schedule legs; "" for a single schedule."""
+    if not schedule_legs:
+        return ""
+    begin, legs = 0, []
+    for until, length in schedule_legs:
+        legs.append(f"steps {begin:,}–{until:,} followed a {length:,}-step schedule")
+        begin = until
+    return (f"The run was lengthened on resume, so its cosine schedule has legs: {'; '.join(legs)}; steps "
+            f"{begin:,}–{steps:,} follow the {steps:,}-step one, the rate going back up where a leg "
+            "ends. The command above replays these legs from scratch (`schedule_legs` in its preset).")
+
+
 def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConfig,
                    command: str | None) -> dict[str, Any]:
     """How the model was trained, for ``ram.training``: command, preset, steps, wall time, hardware, versions.
@@ -205,6 +226,7 @@ def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConf
         "run_steps": records[-1]["step"],
         "run_wall_time_s": records[-1]["elapsed_s"],
         "planned_steps": config.steps,
+        "schedule_legs": config.schedule_legs,
         "hardware": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": config.threads},
         "torch": torch.__version__,
     }
@@ -292,6 +314,8 @@ def render_card(
     ]
     if facts["command_source"] != "given":
         lines += ["(Reconstructed from the run's configuration: its preset plus the settings that differ from it.)", ""]
+    if facts.get("schedule_legs"):
+        lines += [schedule_text(facts["schedule_legs"], facts["planned_steps"]), ""]
     lines += [
         f"- Preset `{facts['preset']}`; {facts['steps']} optimiser steps to this checkpoint "
         f"(the run: {facts['run_steps']} of {facts['planned_steps']}), batch {config.batch_size}, "

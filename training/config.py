@@ -55,6 +55,11 @@ class TrainConfig:
     batch_size: int = 128  # images per optimiser step (per process under torchrun)
     mc_samples: int = 1  # M: location-policy samples per image, vectorised along the batch
     steps: int = 20_000  # optimiser steps in total
+    # A run lengthened on resume (``--resume steps=N``) has legs: [until, length] pairs in order, meaning the steps
+    # before ``until`` followed the learning-rate and σ schedules of a ``length``-step run, as they did before the run
+    # was lengthened; the steps after the last leg follow ``steps``. Resuming records them, so a preset can replay such
+    # a run from scratch in one command (schedule_length).
+    schedule_legs: list[list[int]] = field(default_factory=list)
     learning_rate: float = 1e-3  # Adam
     lr_decay_to: float = 0.05  # cosine decay of the learning rate to this fraction of the start
     weight_decay: float = 0.0
@@ -72,6 +77,28 @@ class TrainConfig:
     log_every: int = 50  # steps between JSON-lines log records
     threads: int | None = 1  # torch intra-op threads (small matrices: one per process is fastest; scale out with
     # torchrun); None leaves torch's default
+
+    def __post_init__(self) -> None:
+        self.schedule_legs = [[int(until), int(length)] for until, length in self.schedule_legs]
+        untils = [until for until, _ in self.schedule_legs]
+        if any(until < 1 or length < 1 for until, length in self.schedule_legs) or untils != sorted(set(untils)):
+            raise ValueError(f"schedule_legs must be [until, length] pairs of positive steps with increasing "
+                             f"'until', got {self.schedule_legs}")
+
+    def schedule_length(self, step: int) -> int:
+        """The run length whose schedules step ``step`` follows: its leg's (schedule_legs), else ``steps``."""
+        for until, length in self.schedule_legs:
+            if step < until:
+                return length
+        return self.steps
+
+    def legs_after_resume(self, step: int, steps: int) -> list[list[int]]:
+        """schedule_legs of this run, stopped at ``step`` and resumed to run ``steps`` in all: when ``steps``
+        changes, the steps taken since the last leg become a leg of the old length."""
+        legs = [list(leg) for leg in self.schedule_legs]
+        if steps != self.steps and step > (legs[-1][0] if legs else 0):
+            legs.append([step, self.steps])
+        return legs
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -31,8 +31,8 @@ RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
-    """Cosine decay from learning_rate to learning_rate · lr_decay_to over the run."""
-    progress = min(step / max(config.steps, 1), 1.0)
+    """Cosine decay from learning_rate to learning_rate · lr_decay_to over the run (or over the step's leg)."""
+    progress = min(step / max(config.schedule_length(step), 1), 1.0)
     factor = config.lr_decay_to + (1.0 - config.lr_decay_to) * 0.5 * (1.0 + math.cos(math.pi * progress))
     return config.learning_rate * factor
 
@@ -42,7 +42,7 @@ def location_std_at(config: TrainConfig, step: int) -> float:
     start = config.model.location_std
     if config.location_std_final is None:
         return start
-    return start + (config.location_std_final - start) * min(step / max(config.steps, 1), 1.0)
+    return start + (config.location_std_final - start) * min(step / max(config.schedule_length(step), 1), 1.0)
 
 
 def step_generator(config: TrainConfig, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -204,7 +204,10 @@ def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
     if changed - RESUMABLE_OVERRIDES:
         raise ValueError(f"cannot change {', '.join(sorted(changed - RESUMABLE_OVERRIDES))} when resuming; "
                          f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
-    return apply_overrides(TrainConfig.from_dict(checkpoint["config"]), args.overrides)
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    config = apply_overrides(saved, args.overrides)
+    config.schedule_legs = saved.legs_after_resume(checkpoint["step"], config.steps)
+    return config
 
 
 def truncate_log(path: Path, step: int) -> None:
@@ -244,8 +247,9 @@ def command_train(args: argparse.Namespace) -> int:
         if trainer.is_main:
             truncate_log(out_dir / LOG, trainer.step)
     elif trainer.is_main:
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
         (out_dir / LOG).write_text("")
+    if trainer.is_main:  # the run as it now stands (a resume may lengthen it)
+        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     try:
         last = trainer.run(progress=not args.no_progress, stop_at=args.stop_at)
     finally:
