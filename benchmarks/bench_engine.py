@@ -15,6 +15,9 @@ Contenders, all measured in this run on the same MNIST test images:
 - CNN baselines in ONNX Runtime (benchmarks/cnns.py, trained by benchmarks/train_cnn.py on the same data): the
   paper's convolutional net and a ResNet-8.
 
+Besides the contenders, ram-infer's batch-1 call is profiled: its step network and sensor calls timed alone, and the
+floor, the T steps chained in one ONNX Runtime call (what an episode would cost without a call per step).
+
 Each contender runs in its own fresh process, so its peak RSS is its own (the RAM runtime never imports torch).
 Batch-1 latency is the time of one call on one image (median and 99th percentile over many calls cycling through
 the images); throughput is images per second of calls on 256 images. The image-size sweep places the test digits at
@@ -445,8 +448,8 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
         f"{profile['step_network_us']:.1f} µs as separate calls): the float32 weights are read once a "
         "step, so no ONNX Runtime loop of this network can take less.",
     ]
-    peer = next((r for r in rows if r["name"] == EAGER_NAME and r["threads"] == 1), None)
-    if peer:
+    if any(r["name"] == EAGER_NAME for r in rows):  # the eager peer runs the paper's RNN core only
+        peer = _row(rows, EAGER_NAME, 1)
         floor = profile["unrolled_steps_us"] + profile["glimpses"] * profile["sensor_us"]
         lines[-1] += (f" With the compiled sensor that is {floor:.1f} µs, {peer['latency_us'][0] / floor:.1f}× faster "
                       "than the eager peer: the ceiling of the batch-1 ratio on this machine.")
