@@ -197,8 +197,9 @@ def schedule_text(schedule_legs: list[list[int]], steps: int) -> str:
         legs.append(f"steps {begin:,}–{until:,} followed a {length:,}-step schedule")
         begin = until
     return (f"The run was lengthened on resume, so its cosine schedule has legs: {'; '.join(legs)}; steps "
-            f"{begin:,}–{steps:,} follow the {steps:,}-step one, the rate going back up where a leg "
-            "ends. The command above replays these legs from scratch (its preset's or its own `schedule_legs`).")
+            f"{begin:,}–{steps:,} follow the {steps:,}-step one, the rate jumping to the next schedule's value "
+            "where a leg ends. The command above replays these legs from scratch (its preset's or its own "
+            "`schedule_legs`).")
 
 
 def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConfig,
