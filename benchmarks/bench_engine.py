@@ -194,8 +194,8 @@ def _profile_steps(model: str, images: np.ndarray, seconds: float, min_calls: in
 
 def _unrolled_steps_call(engine, workspace, step: int):
     """One ONNX Runtime call of the step network's T steps chained in one graph (training/episode.py's
-    ``build_unrolled_steps_model``) on the workspace's glimpse, IOBinding as in ram-infer's loop: what the T steps
-    cost with no sensor and no Python between them."""
+    ``build_unrolled_steps_model``), every step bound to the workspace's glimpse, IOBinding as in ram-infer's loop:
+    what the T steps cost with no sensor and no Python between them."""
     import onnx
     import onnxruntime as ort
     from ram_infer.engine import _direct_runner
@@ -207,7 +207,8 @@ def _unrolled_steps_call(engine, workspace, step: int):
     session = ort.InferenceSession(unrolled, options, providers=["CPUExecutionProvider"])
     logits = np.empty_like(workspace.logits[0])
     binding = session.io_binding()
-    for bind, name, array in ((binding.bind_input, "glimpse", workspace.glimpse),
+    glimpses = [(binding.bind_input, f"glimpse_{t}", workspace.glimpse) for t in range(engine.info.num_glimpses)]
+    for bind, name, array in (*glimpses,
                               (binding.bind_input, "location", workspace.locations[step]),
                               (binding.bind_input, "state", workspace.states[step % 2]),
                               (binding.bind_output, "logits", logits)):

@@ -105,22 +105,27 @@ def test_episode_rows_do_not_depend_on_batch_or_threads(tiny_model) -> None:
 
 
 def test_unrolled_steps_model_chains_the_step_networks_calls(tiny_model) -> None:
-    """The benchmark floor's graph computes what T step calls on one fixed glimpse compute, chained."""
+    """The benchmark floor's graph computes what T step calls on T given glimpses compute, chained."""
     step_model = onnx.load(str(tiny_model.path))
     info = load_model(tiny_model.path).info
+    T = info.num_glimpses
     rng = np.random.default_rng(6)
-    feeds = {"glimpse": rng.random((3, *info.glimpse_shape), np.float32),
-             "location": rng.uniform(-1, 1, (3, 2)).astype(np.float32),
+    glimpses = [rng.random((3, *info.glimpse_shape), np.float32) for _ in range(T)]
+    feeds = {"location": rng.uniform(-1, 1, (3, 2)).astype(np.float32),
              "state": rng.random((3, info.state_size), np.float32)}
     step = session(step_model)
     location, state = feeds["location"], feeds["state"]
-    for _ in range(info.num_glimpses):
+    for glimpse in glimpses:
         state, location, logits = step.run(["state_next", "location_next", "logits"],
-                                           {"glimpse": feeds["glimpse"], "location": location, "state": state})
+                                           {"glimpse": glimpse, "location": location, "state": state})
     unrolled = build_unrolled_steps_model(step_model)
     onnx.checker.check_model(unrolled, full_check=True)
     assert len(unrolled.graph.initializer) == len(step_model.graph.initializer)  # one set of weights, shared
+    feeds.update({f"glimpse_{t}": glimpse for t, glimpse in enumerate(glimpses)})
     np.testing.assert_allclose(session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)
+    # every step reads its own glimpse: a change to the first one reaches the result
+    feeds["glimpse_0"] = np.zeros_like(glimpses[0])
+    assert not np.allclose(session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)
 
 
 def test_episode_model_has_the_contracted_interface_and_metadata(tiny_model) -> None:

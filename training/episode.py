@@ -277,22 +277,31 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
 
 
 def build_unrolled_steps_model(step_model: onnx.ModelProto) -> onnx.ModelProto:
-    """The step network's T steps chained in one graph with no sensor: every step reads the same ``glimpse`` input.
+    """The step network's T steps chained in one graph with no sensor: step t reads its own input ``glimpse_t``.
 
     Not a RAM model (its glimpses do not follow its locations): it measures what the step network alone costs in
-    one ONNX Runtime call, the floor of any runtime that runs these T steps (benchmarks/bench_engine.py). Inputs
-    are the step model's; the output is the last step's ``logits``.
+    one ONNX Runtime call, the floor of any runtime that runs these T steps (benchmarks/bench_engine.py). Each step
+    needs its own glimpse input: with one shared input, ONNX Runtime's common-subexpression elimination computes
+    the glimpse network once for all steps and the graph measures less than an episode costs. Inputs are
+    ``glimpse_0`` … ``glimpse_{T-1}``, ``location`` and ``state``; the output is the last step's ``logits``.
     """
     step = step_model.graph
     T = ModelInfo.from_metadata_props(metadata_map(step_model), "step model").num_glimpses
-    b = _Builder(reserved=[t.name for t in step.initializer] + list(STEP_INPUTS))
+    glimpses = [f"glimpse_{t}" for t in range(T)]
+    b = _Builder(reserved=[t.name for t in step.initializer] + list(STEP_INPUTS) + glimpses)
     outputs = {"state_next": "state", "location_next": "location"}
     for t in range(T):
-        outputs = _copy_step(b, step, {"glimpse": "glimpse", "location": outputs["location_next"],
+        outputs = _copy_step(b, step, {"glimpse": glimpses[t], "location": outputs["location_next"],
                                        "state": outputs["state_next"]}, f"step{t}")
     b.nodes.append(helper.make_node("Identity", [outputs["logits"]], ["logits"], name="steps/logits"))
+    glimpse_input = next(v for v in step.input if v.name == "glimpse")
+    inputs = [onnx.ValueInfoProto() for _ in glimpses]
+    for value, name in zip(inputs, glimpses):
+        value.CopyFrom(glimpse_input)
+        value.name = name
     logits = next(v for v in step.output if v.name == "logits")
-    graph = helper.make_graph(b.nodes, "ram_unrolled_steps", list(step.input), [logits],
+    graph = helper.make_graph(b.nodes, "ram_unrolled_steps",
+                              inputs + [v for v in step.input if v.name != "glimpse"], [logits],
                               initializer=list(step.initializer))
     model = helper.make_model(graph, opset_imports=list(step_model.opset_import))
     model.ir_version = step_model.ir_version
