@@ -87,7 +87,11 @@ def test_bench_train_quick(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "train.md"
     run_script("bench_train.py", "--quick", "--batch-size", "8", "--out", out)
-    assert len(table_rows(out)) == 1 + 2  # the header, then ram-train and the eager peer
+    rows = table_rows(out)
+    # the header; mnist: float32, bfloat16, the eager peer; cluttered60 (an LSTM: no eager peer): float32, bfloat16
+    assert len(rows) == 1 + 3 + 2
+    trainers = [row.split(" | ")[1] for row in rows[1:]]
+    assert [trainer.startswith("ram-train") for trainer in trainers] == [True, True, False, True, True]
 
 
 def test_run_all_runs_the_chosen_benchmarks(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -189,6 +190,29 @@ def test_resume_continues_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
     assert all(torch.equal(whole[name], resumed[name]) for name in whole)
     steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert steps == sorted(steps)
+
+
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_bfloat16_runs_the_products_in_bfloat16_keeps_float32_weights_and_resumes_exactly(
+    data_root: Path, tmp_path: Path, core: str
+) -> None:
+    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
+              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", f"model.core={core}",
+              "threads=1", "eval_every=4", "checkpoint_every=4", "log_every=2", "steps=6"]
+    mixed = parameters_after(["train", "--out", str(tmp_path / "mixed"), *common, "precision=bfloat16"])
+    assert all(p.dtype == torch.float32 for p in mixed.values())
+    records = [json.loads(line) for line in (tmp_path / "mixed" / "log.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["total"]) for r in records if "total" in r)
+    full = parameters_after(["train", "--out", str(tmp_path / "full"), *common])
+    assert not all(torch.equal(mixed[name], full[name]) for name in mixed)  # autocast did change the arithmetic
+    assert main(["train", "--out", str(tmp_path / "split"), *common, "precision=bfloat16", "--stop-at", "3"]) == 0
+    resumed = parameters_after(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"])
+    assert all(torch.equal(mixed[name], resumed[name]) for name in mixed)
+
+
+def test_unknown_precision_is_refused() -> None:
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        apply_overrides(TrainConfig(), ["precision=float16"])
 
 
 def test_lengthening_a_run_on_resume_is_replayed_from_scratch_by_its_legs(data_root: Path, tmp_path: Path) -> None:

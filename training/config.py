@@ -46,6 +46,9 @@ class ModelConfig:
         return self.core_hidden * (2 if self.core == "lstm" else 1)
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass
 class TrainConfig:
     """A training run: the data set, the model, and the optimisation (saved in every checkpoint)."""
@@ -69,6 +72,10 @@ class TrainConfig:
     aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
     max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
+    # "bfloat16": the training episodes and the loss run under torch.autocast, their matrix products in bfloat16
+    # (≈ 2× the images per second on a CPU with AVX-512 BF16 or AMX). Weights, optimiser, validation and the
+    # exported model stay float32.
+    precision: str = "float32"
     seed: int = 0
     data_root: str | None = None
     eval_every: int = 2000  # steps between validation runs (mean policy)
@@ -79,6 +86,8 @@ class TrainConfig:
     # torchrun); None leaves torch's default
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.schedule_legs = [[int(until), int(length)] for until, length in self.schedule_legs]
         untils = [until for until, _ in self.schedule_legs]
         if any(until < 1 or length < 1 for until, length in self.schedule_legs) or untils != sorted(set(untils)):

@@ -37,7 +37,7 @@ def glimpse(x: torch.Tensor, l: torch.Tensor, config: ModelConfig) -> torch.Tens
         Tensor[N, k, C, g, g], float32, on x's device.
     """
     g, k, s = config.glimpse_size, config.num_scales, config.scale_factor
-    l = l.detach().contiguous()
+    l = l.detach().float().contiguous()  # under bfloat16 autocast μ_t is bfloat16; the sensor reads float32
     if x.is_cuda:
         return extract_glimpses(x, l, g, k, s)
     return torch.from_numpy(extract_glimpses(x.numpy(), l.numpy(), g, k, s))

@@ -107,9 +107,10 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(c, self.step)
         sigma = location_std_at(c, self.step)
-        rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
-        terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
-                            aux_weight=c.aux_weight)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
+            rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
+            terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
+                                aux_weight=c.aux_weight)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
