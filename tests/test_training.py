@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
 from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
-from training.train import Trainer, learning_rate_at, main  # noqa: E402
+from training.train import Trainer, learning_rate_at, main, random_affine  # noqa: E402
 
 SMALL = ModelConfig(glimpse_size=4, num_scales=3, num_glimpses=3, glimpse_hidden=16, location_hidden=16,
                     glimpse_features=32, core_hidden=32, location_std=0.15)
@@ -213,6 +213,39 @@ def test_bfloat16_runs_the_products_in_bfloat16_keeps_float32_weights_and_resume
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
         apply_overrides(TrainConfig(), ["precision=float16"])
+
+
+def test_random_affine_turns_and_scales_each_image_about_its_centre() -> None:
+    side, offset = 41, 10.0  # odd: the centre is pixel 20
+    yy, xx = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
+                            indexing="ij")
+    blob = torch.exp(-((xx - 20 - offset) ** 2 + (yy - 20) ** 2) / 4.0)[None, None].repeat(3, 1, 1, 1)  # (3, 1, H, W)
+    out = random_affine(blob, 90.0, 0.3, torch.Generator().manual_seed(7))
+    draws = torch.rand(6, generator=torch.Generator().manual_seed(7))
+    angle, scale = (draws[:3] * 2 - 1) * math.pi / 2, 1 + (draws[3:] * 2 - 1) * 0.3
+    mass = out.sum(dim=(1, 2, 3))  # (3,)
+    centroid_x = (out[:, 0] * xx).sum(dim=(1, 2)) / mass - 20
+    centroid_y = (out[:, 0] * yy).sum(dim=(1, 2)) / mass - 20
+    torch.testing.assert_close(centroid_x, scale * offset * torch.cos(angle), atol=0.05, rtol=0)
+    torch.testing.assert_close(centroid_y, scale * offset * torch.sin(angle), atol=0.05, rtol=0)
+    torch.testing.assert_close(mass, blob.sum(dim=(1, 2, 3)) * scale**2, atol=0, rtol=0.01)  # area grows with s²
+    same = random_affine(blob, 0.0, 0.0, torch.Generator().manual_seed(7))
+    torch.testing.assert_close(same, blob, atol=1e-6, rtol=0)  # no turn, no scale: the image itself
+
+
+def test_augmented_run_resumes_bit_for_bit_and_differs_from_a_plain_one(data_root: Path, tmp_path: Path) -> None:
+    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
+              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", "threads=1",
+              "eval_every=4", "checkpoint_every=4", "log_every=2", "steps=6"]
+    augmented = [*common, "max_rotation=15", "max_scale=0.1"]
+    whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *augmented])
+    assert main(["train", "--out", str(tmp_path / "split"), *augmented, "--stop-at", "3"]) == 0
+    resumed = parameters_after(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"])
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+    plain = parameters_after(["train", "--out", str(tmp_path / "plain"), *common])
+    assert not all(torch.equal(whole[name], plain[name]) for name in whole)
+    with pytest.raises(ValueError, match="max_rotation must be in"):
+        apply_overrides(TrainConfig(), ["max_scale=1.5"])
 
 
 def test_lengthening_a_run_on_resume_is_replayed_from_scratch_by_its_legs(data_root: Path, tmp_path: Path) -> None:

@@ -72,6 +72,10 @@ class TrainConfig:
     aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
     max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
+    # augmentation: each training image turns by a uniform angle in ±max_rotation degrees and scales by a uniform
+    # factor in 1 ± max_scale about its centre (bilinear, zero fill), after any shift
+    max_rotation: float = 0.0
+    max_scale: float = 0.0
     # "bfloat16": the training episodes and the loss run under torch.autocast, their matrix products in bfloat16
     # (≈ 2× the images per second on a CPU with AVX-512 BF16 or AMX). Weights, optimiser, validation and the
     # exported model stay float32.
@@ -86,6 +90,9 @@ class TrainConfig:
     # torchrun); None leaves torch's default
 
     def __post_init__(self) -> None:
+        if not (0 <= self.max_rotation <= 180 and 0 <= self.max_scale < 1):
+            raise ValueError(f"max_rotation must be in [0, 180] degrees and max_scale in [0, 1), got "
+                             f"{self.max_rotation} and {self.max_scale}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.schedule_legs = [[int(until), int(length)] for until, length in self.schedule_legs]

@@ -45,10 +45,26 @@ def location_std_at(config: TrainConfig, step: int) -> float:
     return start + (config.location_std_final - start) * min(step / max(config.schedule_length(step), 1), 1.0)
 
 
-def step_generator(config: TrainConfig, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """The location noise of one step on one rank: a function of (seed, step, rank) so a resumed run is exact."""
-    seed = int(np.random.SeedSequence([config.seed, step, rank, 2]).generate_state(1, dtype=np.uint64)[0])
+def step_generator(
+    config: TrainConfig, step: int, rank: int, device: torch.device, stream: int = 2
+) -> torch.Generator:
+    """Randomness of one step on one rank: a function of (seed, step, rank, stream) so a resumed run is exact.
+    Stream 2 is the location noise, stream 3 the augmentation."""
+    seed = int(np.random.SeedSequence([config.seed, step, rank, stream]).generate_state(1, dtype=np.uint64)[0])
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def random_affine(x: torch.Tensor, max_rotation: float, max_scale: float, generator: torch.Generator) -> torch.Tensor:
+    """Each image of x (N, C, H, W) turned by a uniform angle in ±max_rotation degrees and scaled by a uniform factor in
+    1 ± max_scale about its centre; bilinear, pixels from outside the image are 0."""
+    n = x.shape[0]
+    angle = (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * math.radians(max_rotation)  # (N,)
+    scale = 1 + (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * max_scale  # (N,)
+    # affine_grid maps output to input coordinates: the inverse of "scale, then turn"
+    cos, sin, zero = torch.cos(angle) / scale, torch.sin(angle) / scale, torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)  # (N, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)  # (N, H, W, 2)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class Trainer:
@@ -102,7 +118,10 @@ class Trainer:
         """One optimiser step on the batch and the location noise that belong to self.step."""
         c = self.config
         images, labels = self.stream.batch(self.step)
-        x = torch.from_numpy(images).to(self.device).repeat(c.mc_samples, 1, 1, 1)  # (M·B, C, H, W)
+        x = torch.from_numpy(images).to(self.device)  # (B, C, H, W)
+        if c.max_rotation or c.max_scale:
+            x = random_affine(x, c.max_rotation, c.max_scale, step_generator(c, self.step, self.rank, self.device, 3))
+        x = x.repeat(c.mc_samples, 1, 1, 1)  # (M·B, C, H, W)
         y = torch.from_numpy(labels).to(self.device).repeat(c.mc_samples)  # (M·B,)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(c, self.step)
