@@ -27,6 +27,7 @@ from eager_ram import EagerRAM, eager_train_step
 from training.losses import hybrid_loss
 from training.model import RecurrentAttention
 from training.presets import load_preset
+from training.train import mixed_precision
 
 PRESETS_MEASURED = ("mnist", "cluttered60")  # the paper's RNN on 28 px and the zoo's LSTM on 60 px
 TRAINERS = {
@@ -54,7 +55,7 @@ def ram_train_step(config, x: torch.Tensor, y: torch.Tensor, precision: str):
     sigma = config.model.location_std
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        with mixed_precision(precision, "cpu"):
             terms = hybrid_loss(model.rollout(x, sigma), y, aux_weight=config.aux_weight)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()

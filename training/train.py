@@ -54,6 +54,11 @@ def step_generator(
     return torch.Generator(device=device).manual_seed(seed)
 
 
+def mixed_precision(precision: str, device_type: str) -> torch.autocast:
+    """The autocast context of TrainConfig.precision: bfloat16 matrix products for "bfloat16", a no-op for "float32"."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
 def random_affine(x: torch.Tensor, max_rotation: float, max_scale: float, generator: torch.Generator) -> torch.Tensor:
     """Each image of x (N, C, H, W) turned by a uniform angle in ±max_rotation degrees and scaled by a uniform factor in
     1 ± max_scale about its centre; bilinear, pixels from outside the image are 0."""
@@ -126,7 +131,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(c, self.step)
         sigma = location_std_at(c, self.step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bfloat16"):
+        with mixed_precision(c.precision, self.device.type):
             rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
             terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
                                 aux_weight=c.aux_weight)
