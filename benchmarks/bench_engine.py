@@ -2,12 +2,13 @@
 
 Run from the repository root (writes benchmarks/results/engine.md and engine.png, recording the machine):
 
-    python benchmarks/bench_engine.py [--quick] [--ram-model mnist] [--data data/mnist]
+    python benchmarks/bench_engine.py [--quick] [--ram-model mnist mnist_small] [--data data/mnist]
 
 Contenders, all measured in this run on the same MNIST test images:
 
 - ram-infer: ``ram_infer.load_model(...).predict`` (compiled sensor + ONNX Runtime step loop), 1 and 2 threads, and
-  one extra row with early exit;
+  one extra row with early exit; on MNIST for each model given (default: the paper-size ``mnist`` and the compact
+  ``mnist_small``), each with its own eager peer and targets;
 - eager PyTorch RAM (benchmarks/eager_ram.py): the same network, its weights read from the same ONNX file, written
   as kevinzakka/recurrent-visual-attention writes it; its labels are checked against ram-infer's before any timing;
 - the full-episode ONNX model (training/episode.py: the sensor in standard ONNX operators, all T steps in one graph)
@@ -52,6 +53,7 @@ BATCH = 256
 THREADS = (1, 2)
 SIDES = (28, 60, 100, 200, 400, 800)
 TASKS_BEYOND_MNIST = ("translated60", "cluttered60", "cluttered100")
+DEFAULT_MNIST_MODELS = ("mnist", "mnist_small")  # the paper-size network and a compact one (README, Models)
 TARGETS = {"latency_ratio": 10.0, "latency_us": 150.0, "throughput_ratio": 5.0, "growth": 1.2}
 MAX_CALLS = 100_000  # per latency measurement: plenty for a 99th percentile
 MAX_LABEL_DISAGREEMENT = 0.001  # eager float32 pooling vs the sensor's float64 sums may flip a near-tie, nothing more
@@ -301,10 +303,11 @@ def _state_dict_bytes(model: Path, directory: Path) -> int:
     return path.stat().st_size
 
 
-def measure_task(task: str, model: Path, cnn_models: dict[str, Path], test: tuple[Path, Path], inputs: Path,
+def measure_task(task: str, dataset: str, model: Path, cnn_models: dict[str, Path], test: tuple[Path, Path], inputs: Path,
                  directory: Path, settings: dict, threads: tuple[int, ...]) -> list[dict]:
-    """One data set's rows: ram-infer (and its early exit at 1 thread), the eager peer where the core is the paper's
-    RNN, the full-episode ONNX model, and the CNNs, each at every thread count in ``threads``."""
+    """One RAM model's rows on its data set (``task`` names its table): ram-infer (and its early exit at 1 thread),
+    the eager peer where the core is the paper's RNN, the full-episode ONNX model, and the CNNs, each at every thread
+    count in ``threads``."""
     from eager_ram import supports
 
     contenders = [("ram", RAM_NAME, model, None), ("ram", f"{RAM_NAME}, early exit at p ≥ {EARLY_EXIT}", model,
@@ -321,7 +324,8 @@ def measure_task(task: str, model: Path, cnn_models: dict[str, Path], test: tupl
                    "save": save, "profile": name == RAM_NAME and n == 1}
             result = _measure(kind, n, [job], settings, early_exit)
             size = _state_dict_bytes(path, directory) if kind == "eager" else os.path.getsize(path)
-            row = {"task": task, "name": name, "kind": kind, "threads": n, "early_exit": early_exit,
+            row = {"task": task, "dataset": dataset, "model": str(path), "name": name, "kind": kind,
+                   "threads": n, "early_exit": early_exit,
                    "probabilities": save, "rss_mb": result["rss_mb"], "model_mb": size / 1e6, **result["jobs"][0]}
             rows.append(row)
             print(f"{task}: {name}, {n} thread(s): batch-1 {row['latency_us'][0]:,.1f} µs, "
@@ -384,8 +388,9 @@ def _short(label: str) -> str:
     return label.split(" (")[0]
 
 
-def targets(rows: list[dict], sweep: dict[str, dict[int, list[float]]]) -> list[tuple[str, str, bool]]:
-    """(target, measured, met) for each of the issue's targets, from the MNIST rows and the sweep of this run."""
+def targets(rows: list[dict], sweep: dict[str, dict[int, list[float]]] | None) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for each of the issue's targets, from one MNIST model's rows and the sweep of this run
+    (None: the size target is left out, the sweep being another model's)."""
     ours, peer = _row(rows, RAM_NAME, 1), _row(rows, EAGER_NAME, 1)
     threads = sorted({r["threads"] for r in rows})
     best_latency = min(_row(rows, RAM_NAME, n)["latency_us"][0] for n in threads)
@@ -394,11 +399,7 @@ def targets(rows: list[dict], sweep: dict[str, dict[int, list[float]]]) -> list[
     peer_best_rate = max(_row(rows, EAGER_NAME, n)["images_per_s"] for n in threads)
     latency_ratio = peer["latency_us"][0] / ours["latency_us"][0]
     rate_ratio = ours["images_per_s"] / peer["images_per_s"]
-    sides = sorted(sweep[RAM_NAME])
-    small, large = (60 if 60 in sides else sides[0]), sides[-1]
-    growth = sweep[RAM_NAME][large][0] / sweep[RAM_NAME][small][0]
-    cnn_growth = ", ".join(f"{_short(c)} {sweep[c][large][0] / sweep[c][small][0]:,.1f}×" for c in CNN_NAMES.values())
-    return [
+    measured = [
         (f"batch-1: ram-infer ≥ {TARGETS['latency_ratio']:g}× faster than eager PyTorch RAM (1 thread each)",
          f"{latency_ratio:.1f}× ({ours['latency_us'][0]:,.1f} vs {peer['latency_us'][0]:,.1f} µs); each at its "
          f"better thread count: {peer_best_latency / best_latency:.1f}×",
@@ -411,16 +412,25 @@ def targets(rows: list[dict], sweep: dict[str, dict[int, list[float]]]) -> list[
          f"{rate_ratio:.1f}× ({ours['images_per_s']:,.0f} vs {peer['images_per_s']:,.0f} images/s); each at its "
          f"better thread count: {best_rate / peer_best_rate:.1f}×",
          rate_ratio >= TARGETS["throughput_ratio"]),
-        (f"ram-infer batch-1 latency grows ≤ {TARGETS['growth']:g}× from {small} to {large} px",
-         f"{growth:.2f}× (CNNs: {cnn_growth})", growth <= TARGETS["growth"]),
     ]
+    if sweep is None:
+        return measured
+    sides = sorted(sweep[RAM_NAME])
+    small, large = (60 if 60 in sides else sides[0]), sides[-1]
+    growth = sweep[RAM_NAME][large][0] / sweep[RAM_NAME][small][0]
+    cnn_growth = ", ".join(f"{_short(c)} {sweep[c][large][0] / sweep[c][small][0]:,.1f}×" for c in CNN_NAMES.values())
+    return measured + [(f"ram-infer batch-1 latency grows ≤ {TARGETS['growth']:g}× from {small} to {large} px",
+                        f"{growth:.2f}× (CNNs: {cnn_growth})", growth <= TARGETS["growth"])]
 
 
 def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
-    """One data set's table, and the eager peer's agreement with ram-infer."""
+    """One RAM model's table on its data set, and the eager peer's agreement with ram-infer."""
     canvas = {"mnist": "28×28", "translated60": "60×60", "cluttered60": "60×60", "cluttered100": "100×100"}
+    dataset = rows[0]["dataset"]
     lines = [
-        f"## {task} {canvas.get(task, '')} ({len(np.load(rows[0]['probabilities'])):,} test images)",
+        f"## {task if task == dataset else f'{task}: {dataset}'} {canvas.get(dataset, '')} "
+        f"({len(np.load(rows[0]['probabilities'])):,} test images, "
+        f"model `{Path(_row(rows, RAM_NAME, 1)['model']).name}`)",
         "",
         "| contender | threads | batch-1 median µs | batch-1 p99 µs | batch-256 images/s | peak RSS MB | model MB | "
         "glimpses | test accuracy |",
@@ -474,6 +484,20 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
     return lines + [""]
 
 
+def target_lines(rows: list[dict], sweep: dict[str, dict[int, list[float]]] | None) -> list[str]:
+    """The targets table of one MNIST model."""
+    ours = _row(rows, RAM_NAME, 1)
+    return [
+        f"## Targets (ratios from this run): `{Path(ours['model']).name}`, {ours['model_mb']:.2f} MB, "
+        f"{100 * (1 - ours['accuracy']):.2f} % test error",
+        "",
+        "| target | measured | verdict |",
+        "|---|---|---|",
+        *[f"| {t} | {m} | {'met' if ok else '**not met**'} |" for t, m, ok in targets(rows, sweep)],
+        "",
+    ]
+
+
 def report(results: dict[str, list[dict]], parities: dict[str, dict], sweep: dict[str, dict[int, list[float]]],
            command: str, settings_text: str, machine: dict[str, str], load_after: tuple[float, ...]) -> list[str]:
     """The results as markdown: command, machine, targets, one table per data set, the size sweep."""
@@ -488,13 +512,10 @@ def report(results: dict[str, list[dict]], parities: dict[str, dict], sweep: dic
         "",
         settings_text,
         "",
-        "## Targets (ratios from this run)",
-        "",
-        "| target | measured | verdict |",
-        "|---|---|---|",
-        *[f"| {t} | {m} | {'met' if ok else '**not met**'} |" for t, m, ok in targets(results["mnist"], sweep)],
-        "",
     ]
+    for task, rows in results.items():
+        if rows[0]["dataset"] == "mnist":
+            lines += target_lines(rows, sweep if task == "mnist" else None)
     for task, rows in results.items():
         lines += task_lines(task, rows, parities.get(task))
     profile = _row(results["mnist"], RAM_NAME, 1)["profile"]
@@ -525,22 +546,25 @@ def plot(results: dict[str, list[dict]], sweep: dict[str, dict[int, list[float]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import NullFormatter
 
     names = list(dict.fromkeys(r["name"] for rows in results.values() for r in rows))
     colour = {name: f"C{i}" for i, name in enumerate(names)}
-    markers = dict(zip(results, "os^D"))
-    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 5.2))
+    markers = dict(zip(results, "os^Dvp"))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(19, 5.2), layout="constrained")
     for task, rows in results.items():
         for r in rows:
             if r["threads"] == 1:
                 error = 100 * (1 - r["accuracy"])
-                left.scatter(r["latency_us"][0], error, color=colour[r["name"]], marker=markers[task], s=45,
-                             label=f"{r['name']} ({task})")
+                left.scatter(r["latency_us"][0], error, color=colour[r["name"]], marker=markers[task], s=45)
     left.set(xscale="log", xlabel="batch-1 median latency, µs/image (1 thread)", ylabel="test error, %",
              title="Test error against latency (lower left is better)")
     left.set_ylim(bottom=0)
-    left.legend(fontsize=7, loc="best")
+    # One legend entry per contender (colour) and per model (marker), not one per point: the legend stays off the data.
+    contenders = [Line2D([], [], color=colour[name], marker="o", linestyle="", label=name) for name in names]
+    models = [Line2D([], [], color="grey", marker=markers[task], linestyle="", label=task) for task in results]
+    left.legend(handles=contenders + models, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     for label, by_side in sweep.items():
         sides = sorted(by_side)
         middle.plot(sides, [by_side[s][0] for s in sides], marker="o", color=colour[label], label=label)
@@ -560,7 +584,6 @@ def plot(results: dict[str, list[dict]], sweep: dict[str, dict[int, list[float]]
     right.set(xscale="log", xlabel=f"MNIST images/s at batch {BATCH}", title="Throughput (higher is better)")
     right.legend(fontsize=8)
     figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -568,7 +591,9 @@ def plot(results: dict[str, list[dict]], sweep: dict[str, dict[int, list[float]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny settings (a smoke test): few calls, 2 sizes")
-    parser.add_argument("--ram-model", default="mnist", help="MNIST RAM model: bundled name or .onnx (default: mnist)")
+    parser.add_argument("--ram-model", nargs="+", default=None,
+                        help="MNIST RAM models, bundled names or .onnx files: the first gets the CNNs and the size "
+                        "sweep, each its eager peer and targets (default: mnist, and mnist_small where bundled)")
     parser.add_argument("--cnn-models", type=Path, default=CNN_MODELS, help="folder of <cnn>_<task>.onnx files")
     parser.add_argument("--data", type=Path, default=REPO / "data" / "mnist", help="MNIST directory")
     parser.add_argument("--out-dir", type=Path, default=BENCHMARKS / "results", help="where engine.md/png go")
@@ -584,27 +609,32 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"seconds": 0.05, "min_calls": 3} if args.quick else {"seconds": 3.0, "min_calls": 20}
     test_count, sides, sweep_count = (BATCH, SIDES[:2], 8) if args.quick else (None, SIDES, 32)
     # MNIST always; another data set where both a bundled RAM model and the CNNs trained on it exist.
-    models = {"mnist": resolve_model(args.ram_model)}
+    mnist_models = args.ram_model or [name for name in DEFAULT_MNIST_MODELS if name in bundled_models()]
+    models = {"mnist": ("mnist", resolve_model(mnist_models[0]))}
+    for i, name in enumerate(mnist_models[1:], start=1):
+        path = resolve_model(name)
+        models[path.stem if path.stem not in models else f"{path.stem}_{i}"] = ("mnist", path)
     if not args.quick:
-        models.update({task: path for task, path in bundled_models().items()
+        models.update({task: (task, path) for task, path in bundled_models().items()
                        if task in TASKS_BEYOND_MNIST and all((args.cnn_models / f"{c}_{task}.onnx").is_file()
                                                              for c in CNN_NAMES)})
     results, parities = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
-        for task, model in models.items():
-            images, labels = fixed_split(task, "test", args.data, limit=test_count)
+        for task, (dataset, model) in models.items():
+            images, labels = fixed_split(dataset, "test", args.data, limit=test_count)
             test = (directory / f"{task}_images.npy", directory / f"{task}_labels.npy")
             np.save(test[0], images)
             np.save(test[1], labels)
             inputs = directory / f"{task}_inputs.npy"
             np.save(inputs, images[:BATCH])
-            cnns = {name: args.cnn_models / f"{name}_{task}.onnx" for name in CNN_NAMES}
-            threads = THREADS if task == "mnist" else (1,)
-            results[task] = measure_task(task, model, cnns, test, inputs, directory, settings, threads)
+            # The CNNs once per data set; both thread counts on MNIST.
+            cnns = {name: args.cnn_models / f"{name}_{task}.onnx" for name in CNN_NAMES} if task == dataset else {}
+            threads = THREADS if dataset == "mnist" else (1,)
+            results[task] = measure_task(task, dataset, model, cnns, test, inputs, directory, settings, threads)
             if any(r["kind"] == "eager" for r in results[task]):
                 parities[task] = check_eager_parity(results[task])
-        sweep = measure_sweep(models["mnist"], load_mnist(args.data)["test"][0], sides, sweep_count, directory,
+        sweep = measure_sweep(models["mnist"][1], load_mnist(args.data)["test"][0], sides, sweep_count, directory,
                               settings)
         load_after = os.getloadavg()
         command = shlex.join(["python", "benchmarks/bench_engine.py", *(sys.argv[1:] if argv is None else argv)])

@@ -62,13 +62,16 @@ def test_bench_engine_quick(tmp_path, fake_mnist):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     model = export_tiny_model("rnn", tmp_path).path
-    run_script("bench_engine.py", "--quick", "--ram-model", model, "--data", fake_mnist, "--out-dir", tmp_path)
+    second = export_tiny_model("rnn", tmp_path / "second").path  # a second MNIST model: its own peer and targets
+    run_script("bench_engine.py", "--quick", "--ram-model", model, second, "--data", fake_mnist, "--out-dir", tmp_path)
     table = table_rows(tmp_path / "engine.md")
-    # targets: header + 4; MNIST: header + ram-infer ×2, early exit, eager ×2, episode ×2, two CNNs ×2;
-    # sweep: header + 2 sizes
-    assert len(table) == (1 + 4) + (1 + 11) + (1 + 2)
-    assert sum(row.startswith("| eager PyTorch RAM |") for row in table) == 2  # at 1 and 2 threads
-    assert sum(row.startswith("| full-episode ONNX") for row in table) == 2
+    # targets: header + 4, and header + 3 for the second model (the size sweep is the first's);
+    # first model: header + ram-infer ×2, early exit, eager ×2, episode ×2, two CNNs ×2; second: the same without
+    # the CNNs; sweep: header + 2 sizes
+    assert len(table) == (1 + 4) + (1 + 3) + (1 + 11) + (1 + 7) + (1 + 2)
+    assert sum(row.startswith("| eager PyTorch RAM |") for row in table) == 4  # at 1 and 2 threads, per model
+    assert sum(row.startswith("| full-episode ONNX") for row in table) == 4
+    assert "## tiny_rnn: mnist 28×28" in (tmp_path / "engine.md").read_text(encoding="utf-8")
     assert (tmp_path / "engine.png").stat().st_size > 0
 
 
