@@ -303,8 +303,8 @@ def _state_dict_bytes(model: Path, directory: Path) -> int:
     return path.stat().st_size
 
 
-def measure_task(task: str, dataset: str, model: Path, cnn_models: dict[str, Path], test: tuple[Path, Path], inputs: Path,
-                 directory: Path, settings: dict, threads: tuple[int, ...]) -> list[dict]:
+def measure_task(task: str, dataset: str, model: Path, cnn_models: dict[str, Path], test: tuple[Path, Path],
+                 inputs: Path, directory: Path, settings: dict, threads: tuple[int, ...]) -> list[dict]:
     """One RAM model's rows on its data set (``task`` names its table): ram-infer (and its early exit at 1 thread),
     the eager peer where the core is the paper's RNN, the full-episode ONNX model, and the CNNs, each at every thread
     count in ``threads``."""
