@@ -313,3 +313,54 @@ def test_torchrun_data_parallel_run_trains_and_checkpoints(data_root: Path, tmp_
     assert checkpoint["step"] == 6
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "total" in r] == [1, 2, 3, 4, 5, 6]  # rank 0 alone writes the log
+
+
+def test_weight_average_follows_its_formula_from_ema_from_on(data_root: Path) -> None:
+    trainer = Trainer(tiny_config(data_root, ema_decay=0.5, ema_from=2), Path("unused"), torch.device("cpu"))
+    expected = None
+    for step in range(5):
+        trainer.train_step()
+        weights = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        if step == 2:
+            expected = weights  # the first update copies
+        elif step > 2:
+            expected = {name: 0.5 * expected[name] + 0.5 * weights[name] for name in weights}
+        assert (trainer.kept_model is trainer.model) == (step < 2)
+    averaged = dict(trainer.average.module.named_parameters())
+    assert all(torch.allclose(averaged[name], expected[name], rtol=0, atol=1e-7) for name in expected)
+    assert not all(torch.equal(averaged[name], weights[name]) for name in weights)
+
+
+def test_weight_average_is_validated_kept_and_resumed_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
+    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
+              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", "threads=1",
+              "eval_every=6", "checkpoint_every=2", "log_every=2", "steps=6", "ema_decay=0.8"]
+    assert main(["train", "--out", str(tmp_path / "whole"), *common]) == 0
+    assert main(["train", "--out", str(tmp_path / "split"), *common, "--stop-at", "3"]) == 0
+    assert main(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"]) == 0
+    whole, split = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=False) for run in ("whole", "split"))
+    best = torch.load(tmp_path / "whole" / "best.pt", weights_only=False)["model"]
+    for name, trained in whole["model"].items():
+        assert torch.equal(best[name], whole["average"][f"module.{name}"])  # best.pt holds the average
+        assert torch.equal(split["average"][f"module.{name}"], whole["average"][f"module.{name}"])
+        assert torch.equal(split["model"][name], trained)
+    assert not all(torch.equal(best[name], whole["model"][name]) for name in best)
+
+
+def test_weight_average_switched_on_at_resume_is_replayed_by_ema_from(data_root: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    common = ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
+              "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "eval_every=6", "checkpoint_every=3",
+              "log_every=2", "steps=6"]
+    resumed = tmp_path / "resumed"
+    assert main(["train", "--preset", "mnist", "--out", str(resumed), *common, "--stop-at", "3"]) == 0
+    assert main(["train", "--out", str(resumed), "--resume", "--no-progress", "ema_decay=0.8"]) == 0
+    assert json.loads((resumed / "config.json").read_text())["ema_from"] == 3
+    replayed = tmp_path / "replayed"
+    assert main(["train", "--preset", "mnist", "--out", str(replayed), *common, "ema_decay=0.8", "ema_from=3"]) == 0
+    kept = [torch.load(run / "best.pt", weights_only=False)["model"] for run in (resumed, replayed)]
+    assert all(torch.equal(kept[0][name], kept[1][name]) for name in kept[0])
+    assert main(["train", "--out", str(resumed), "--resume", "--no-progress", "ema_decay=0.9"]) == 2
+    assert "cannot change ema_decay (0.8)" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        apply_overrides(TrainConfig(), ["ema_decay=1"])

@@ -80,6 +80,12 @@ class TrainConfig:
     # (≈ 2× the images per second on a CPU with AVX-512 BF16 or AMX). Weights, optimiser, validation and the
     # exported model stay float32.
     precision: str = "float32"
+    # Weight averaging (Polyak): from step ema_from on, validation, best.pt and so the exported model use an
+    # exponential moving average of the weights, w̄ ← ema_decay·w̄ + (1 − ema_decay)·w; 0 uses the weights themselves.
+    # Why: late in a run the weights wander about the optimum by the step noise of REINFORCE; their average sits
+    # nearer it. A resume may switch it on (``--resume ema_decay=D``), which sets ema_from to the resume step.
+    ema_decay: float = 0.0
+    ema_from: int = 0
     seed: int = 0
     data_root: str | None = None
     eval_every: int = 2000  # steps between validation runs (mean policy)
@@ -93,6 +99,9 @@ class TrainConfig:
         if not (0 <= self.max_rotation <= 180 and 0 <= self.max_scale < 1):
             raise ValueError(f"max_rotation must be in [0, 180] degrees and max_scale in [0, 1), got "
                              f"{self.max_rotation} and {self.max_scale}")
+        if not (0 <= self.ema_decay < 1 and self.ema_from >= 0):
+            raise ValueError(f"ema_decay must be in [0, 1) and ema_from a step ≥ 0, got {self.ema_decay} and "
+                             f"{self.ema_from}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.schedule_legs = [[int(until), int(length)] for until, length in self.schedule_legs]

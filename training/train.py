@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from training.config import TrainConfig, apply_overrides
 from training.data import TrainStream, fixed_split
@@ -27,7 +28,7 @@ CHECKPOINT = "checkpoint.pt"  # the latest state, rewritten atomically every che
 BEST = "best.pt"  # the model with the lowest validation error so far
 LOG = "log.jsonl"
 # Settings that may change when a run resumes; the others define the run and come from the checkpoint.
-RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root"}
+RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root", "ema_decay"}
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
@@ -81,6 +82,8 @@ class Trainer:
         torch.manual_seed(config.seed)  # the initial weights
         self.model = RecurrentAttention(config.model).to(device)
         self.network = DistributedDataParallel(self.model) if world_size > 1 else self.model
+        self.average = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
+                        if config.ema_decay else None)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -94,8 +97,15 @@ class Trainer:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def kept_model(self) -> RecurrentAttention:
+        """The weights validated and kept in best.pt: the moving average once it has begun, else the model's."""
+        if self.average is not None and self.average.n_averaged > 0:
+            return self.average.module
+        return self.model
+
     def state(self) -> dict[str, Any]:
-        return {
+        state = {
             "config": self.config.to_dict(),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -103,9 +113,14 @@ class Trainer:
             "elapsed": self.elapsed,
             "best_error": self.best_error,
         }
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
+        return state
 
     def load(self, checkpoint: dict[str, Any]) -> None:
         self.model.load_state_dict(checkpoint["model"])
+        if self.average is not None and "average" in checkpoint:  # absent when this resume switched averaging on
+            self.average.load_state_dict(checkpoint["average"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.step, self.elapsed, self.best_error = checkpoint["step"], checkpoint["elapsed"], checkpoint["best_error"]
 
@@ -139,6 +154,8 @@ class Trainer:
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
         self.optimizer.step()
+        if self.average is not None and self.step >= c.ema_from:
+            self.average.update_parameters(self.model)  # the first update copies the weights
         self.step += 1
         record = {name: value.item() for name, value in terms._asdict().items()}
         record.update(grad_norm=float(grad_norm), lr=learning_rate_at(c, self.step - 1), sigma=sigma)
@@ -148,9 +165,10 @@ class Trainer:
         if self._valid is None:
             self._valid = fixed_split(self.config.task, "valid", root=self.config.data_root,
                                       limit=self.config.eval_images)
-        self.model.eval()
-        error = float(errors_per_glimpse(self.model, *self._valid, device=self.device)[-1])
-        self.model.train()
+        model = self.kept_model
+        model.eval()
+        error = float(errors_per_glimpse(model, *self._valid, device=self.device)[-1])
+        model.train()
         return error
 
     def run(self, progress: bool = True, stop_at: int | None = None) -> dict[str, Any]:
@@ -201,7 +219,7 @@ class Trainer:
         self.elapsed += time.perf_counter() - started
         if error < self.best_error:
             self.best_error = error
-            self.save(BEST, {"config": self.config.to_dict(), "model": self.model.state_dict(),
+            self.save(BEST, {"config": self.config.to_dict(), "model": self.kept_model.state_dict(),
                              "step": self.step, "valid_error": error})
         self.log({"step": self.step, "valid_error": error, "best_valid_error": self.best_error,
                   "elapsed_s": self.elapsed})
@@ -231,6 +249,10 @@ def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
                          f"only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
     saved = TrainConfig.from_dict(checkpoint["config"])
     config = apply_overrides(saved, args.overrides)
+    if config.ema_decay != saved.ema_decay:
+        if saved.ema_decay:
+            raise ValueError(f"cannot change ema_decay ({saved.ema_decay}) when resuming; it may only be switched on")
+        config.ema_from = checkpoint["step"]  # averaging starts here, as a replay from scratch with ema_from will
     config.schedule_legs = saved.legs_after_resume(checkpoint["step"], config.steps)
     return config
 
