@@ -85,6 +85,18 @@ def test_card_states_the_measured_error(shipped: dict, shipped_info) -> None:
     assert f"only the first {TEST_IMAGES} test images" in card
 
 
+def test_card_says_how_its_checkpoint_was_chosen_and_its_error_on_the_whole_validation_split(
+    shipped: dict, shipped_info, capsys
+) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(shipped["run"] / "best.pt"), "--split", "valid"]) == 0
+    measured = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shipped_info.training["valid"] == {"images": 128, "error": measured["error"]}
+    card = shipped["paths"]["card"].read_text()
+    assert "best.pt, chosen during the run by its validation error on 64 validation images" in card
+    assert f"validation error {100 * measured['error']:.2f} % on 128 validation images" in card
+
+
 @pytest.mark.parametrize("picture", ["curve", "trace"])
 def test_card_pictures_are_small_pngs_linked_from_the_card(shipped: dict, picture: str) -> None:
     path = shipped["paths"][picture]

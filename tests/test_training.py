@@ -17,6 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
+from training.evaluate import load_checkpoint  # noqa: E402
 from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
 from training.train import Trainer, learning_rate_at, main, random_affine  # noqa: E402
@@ -345,6 +346,8 @@ def test_weight_average_is_validated_kept_and_resumed_bit_for_bit(data_root: Pat
         assert torch.equal(split["average"][f"module.{name}"], whole["average"][f"module.{name}"])
         assert torch.equal(split["model"][name], trained)
     assert not all(torch.equal(best[name], whole["model"][name]) for name in best)
+    shipped, _, _ = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")  # what ram-train card would export
+    assert all(torch.equal(value, best[name]) for name, value in shipped.state_dict().items())
 
 
 def test_weight_average_switched_on_at_resume_is_replayed_by_ema_from(data_root: Path, tmp_path: Path,

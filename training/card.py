@@ -121,6 +121,7 @@ def make_card(
         evaluation = evaluate_onnx(measured, images, labels)
         parity = verify_export(model, measured, images)
         facts = training_facts(log_path, checkpoint, _run_config(run_dir, config), command)
+        facts["valid"] = validation_error(model, config.task, data_root or config.data_root, limit)
         facts["test"] = {"split": "test", "seed": SPLIT_SEEDS["test"], "images": evaluation["images"],
                          "runtime": f"onnxruntime {onnxruntime.__version__}",
                          "full_split": limit is None or len(images) < limit}
@@ -145,6 +146,14 @@ def make_card(
     paths["card"].write_text(render_card(name, info, config, model_parameters(model), evaluation, parity,
                                          paths, card_command) + episode_section(name, paths))
     return {**{key: str(path) for key, path in paths.items()}, "evaluation": evaluation, "parity": parity}
+
+
+def validation_error(model: RecurrentAttention, task: str, data_root: str | None, limit: int | None) -> dict[str, Any]:
+    """The shipped model's error on the whole validation split (mean policy, torch): the fair way to choose between a
+    run's checkpoints, since best.pt was chosen on a part of it (eval_images) among many noisy evaluations."""
+    images, labels = fixed_split(task, "valid", root=data_root, limit=limit)
+    error = float(np.mean(rollout_answers(model, images)[:, -1] != labels))
+    return {"images": len(images), "error": error}
 
 
 def verify_export(model: RecurrentAttention, onnx_path: Path, images: np.ndarray) -> dict[str, Any]:
@@ -231,10 +240,21 @@ def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConf
         "hardware": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": config.threads},
         "torch": torch.__version__,
     }
-    if "valid_error" in checkpoint or "best_error" in checkpoint:
-        facts["best_valid_error"] = checkpoint.get("valid_error", checkpoint.get("best_error"))
+    if "valid_error" in checkpoint:  # best.pt: this validation error chose it
+        facts["best_valid_error"] = checkpoint["valid_error"]
         facts["valid_images"] = config.eval_images
     return facts
+
+
+def chosen_by(facts: dict[str, Any]) -> str:
+    """The card's line on how this checkpoint was chosen and its validation error (mean policy, torch)."""
+    valid = facts.get("valid")
+    whole = f"validation error {_percent(valid['error'])} on {_count(valid['images'])} validation images" if valid \
+        else "validation error not measured"
+    if "best_valid_error" in facts:
+        return (f"- best.pt, chosen during the run by its validation error on {_count(facts['valid_images'])} "
+                f"validation images ({_percent(facts['best_valid_error'])}); {whole} (mean policy, torch).")
+    return f"- The run's checkpoint at step {facts['steps']} (not best.pt); {whole} (mean policy, torch)."
 
 
 def reconstructed_command(run_dir: Path, config: TrainConfig) -> str:
@@ -328,8 +348,7 @@ def render_card(
         f"- Hardware: {facts['hardware']['cpu']}, {facts['hardware']['cores']} cores, torch "
         f"{facts['hardware']['torch_threads'] or 'default'} thread(s) (recorded by `ram-train card` on the training "
         "machine); torch " + facts["torch"] + ".",
-        f"- Best validation error {_percent(facts.get('best_valid_error'))} on {facts.get('valid_images')} "
-        "validation images (mean policy, torch), which chose this checkpoint.",
+        chosen_by(facts),
         f"- Model: {T} glimpses of {m.glimpse_size}×{m.glimpse_size} at {m.num_scales} scale(s) (patch sides "
         f"{sides} px), glimpse network {m.glimpse_hidden}+{m.location_hidden} → {m.glimpse_features}, "
         f"{m.core.upper()} core of {m.core_hidden} units; {parameters:,} parameters in the step network.",

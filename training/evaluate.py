@@ -16,13 +16,15 @@ from ram_infer.metadata import SensorSpec
 from ram_infer.sensor import centre_pixel
 from training.config import TrainConfig
 from training.data import fixed_split
+from training.export import checkpoint_weights
 from training.model import RecurrentAttention
 
 EARLY_EXIT_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
 def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, dict[str, Any]]:
-    """Rebuilds the model of a checkpoint (checkpoint.pt or best.pt) from the config it carries.
+    """Rebuilds the model of a checkpoint (checkpoint.pt or best.pt) from the config it carries, with the weights it
+    ships (checkpoint_weights: the moving average where the run keeps one).
 
     Raises:
         FileNotFoundError: no such file.
@@ -36,7 +38,7 @@ def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, 
         raise ValueError(f"{path}: not a ram-train checkpoint (expected keys 'config' and 'model')")
     config = TrainConfig.from_dict(checkpoint["config"])
     model = RecurrentAttention(config.model)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(checkpoint_weights(checkpoint))
     return model.eval(), config, checkpoint
 
 

@@ -221,7 +221,7 @@ def export_checkpoint(
         raise ValueError(f"{checkpoint_path}: checkpoint must have keys 'config' and 'model', missing {missing}")
     config = TrainConfig.from_dict(checkpoint["config"])
     model = RecurrentAttention(config.model)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(checkpoint_weights(checkpoint))
     facts: dict[str, Any] = {"config": {k: v for k, v in checkpoint["config"].items() if k != "model"}}
     for key, fact in (("step", "steps"), ("elapsed", "wall_time_s"), ("best_error", "best_valid_error")):
         if key in checkpoint:
@@ -230,6 +230,15 @@ def export_checkpoint(
     return export_step_model(
         model, onnx_path, dataset=config.task, labels=labels, test_error=test_error, training=facts
     )
+
+
+def checkpoint_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a checkpoint ships: the run's moving average of its weights once that has begun (ema_decay; kept in
+    checkpoint.pt beside the weights themselves), else its weights. best.pt holds the average already."""
+    average = checkpoint.get("average")
+    if average is None or int(average["n_averaged"]) == 0:
+        return checkpoint["model"]
+    return {name.removeprefix("module."): value for name, value in average.items() if name.startswith("module.")}
 
 
 def check_parity(
