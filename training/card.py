@@ -251,7 +251,7 @@ def chosen_by(facts: dict[str, Any]) -> str:
     valid = facts.get("valid")
     whole = f"validation error {_percent(valid['error'])} on {_count(valid['images'])} validation images" if valid \
         else "validation error not measured"
-    if "best_valid_error" in facts:
+    if "valid_images" in facts:  # best.pt (export also records a checkpoint.pt run's best)
         return (f"- best.pt, chosen during the run by its validation error on {_count(facts['valid_images'])} "
                 f"validation images ({_percent(facts['best_valid_error'])}); {whole} (mean policy, torch).")
     return f"- The run's checkpoint at step {facts['steps']} (not best.pt); {whole} (mean policy, torch)."
