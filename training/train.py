@@ -25,7 +25,7 @@ from training.model import RecurrentAttention
 from training.presets import PRESETS, load_preset
 
 CHECKPOINT = "checkpoint.pt"  # the latest state, rewritten atomically every checkpoint_every steps
-BEST = "best.pt"  # the model with the lowest validation error so far
+BEST = "best.pt"  # the kept weights (the model's or their average) with the lowest validation error so far
 LOG = "log.jsonl"
 # Settings that may change when a run resumes; the others define the run and come from the checkpoint.
 RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root", "ema_decay"}
