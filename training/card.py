@@ -34,7 +34,8 @@ from ram_infer.engine import MODELS_DIR
 from ram_infer.metadata import ModelInfo
 from training.config import TrainConfig
 from training.data import SPLIT_SEEDS, TASKS, fixed_split
-from training.evaluate import evaluate_onnx, load_checkpoint, plot_curve, plot_onnx_traces, rollout_answers
+from training.evaluate import (errors_per_glimpse, evaluate_onnx, load_checkpoint, plot_curve, plot_onnx_traces,
+                               rollout_answers)
 from training.episode import export_episode, sidecar
 from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint
 from training.model import RecurrentAttention
@@ -152,7 +153,7 @@ def validation_error(model: RecurrentAttention, task: str, data_root: str | None
     """The shipped model's error on the whole validation split (mean policy, torch): the fair way to choose between a
     run's checkpoints, since best.pt was chosen on a part of it (eval_images) among many noisy evaluations."""
     images, labels = fixed_split(task, "valid", root=data_root, limit=limit)
-    error = float(np.mean(rollout_answers(model, images)[:, -1] != labels))
+    error = float(errors_per_glimpse(model, images, labels)[-1])
     return {"images": len(images), "error": error}
 
 
