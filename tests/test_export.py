@@ -124,7 +124,7 @@ def test_export_command_writes_the_model(tmp_path, capsys):
 def test_export_checkpoint_without_config_raises(tmp_path):
     checkpoint = tmp_path / "bad.pt"
     torch.save({"model": {}}, checkpoint)
-    with pytest.raises(ValueError, match=r"bad\.pt: checkpoint must have keys 'config' and 'model', missing"):
+    with pytest.raises(ValueError, match=r"bad\.pt: not a ram-train checkpoint, it lacks the keys \[.config.\]"):
         export_checkpoint(checkpoint, tmp_path / "m.onnx")
 
 

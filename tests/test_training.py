@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
-from training.evaluate import load_checkpoint  # noqa: E402
+from training.export import load_checkpoint  # noqa: E402
 from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
 from training.train import Trainer, learning_rate_at, main, random_affine  # noqa: E402

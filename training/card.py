@@ -34,10 +34,9 @@ from ram_infer.engine import MODELS_DIR
 from ram_infer.metadata import ModelInfo
 from training.config import TrainConfig
 from training.data import SPLIT_SEEDS, TASKS, fixed_split
-from training.evaluate import (errors_per_glimpse, evaluate_onnx, load_checkpoint, plot_curve, plot_onnx_traces,
-                               rollout_answers)
+from training.evaluate import errors_per_glimpse, evaluate_onnx, plot_curve, plot_onnx_traces, rollout_answers
 from training.episode import export_episode, sidecar
-from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint
+from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint, load_checkpoint
 from training.model import RecurrentAttention
 from training.presets import PRESETS, load_preset
 from training.train import CHECKPOINT, LOG

@@ -16,30 +16,10 @@ from ram_infer.metadata import SensorSpec
 from ram_infer.sensor import centre_pixel
 from training.config import TrainConfig
 from training.data import fixed_split
-from training.export import checkpoint_weights
+from training.export import load_checkpoint
 from training.model import RecurrentAttention
 
 EARLY_EXIT_THRESHOLDS = (0.9, 0.99, 0.999)
-
-
-def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, dict[str, Any]]:
-    """Rebuilds the model of a checkpoint (checkpoint.pt or best.pt) from the config it carries, with the weights it
-    ships (checkpoint_weights: the moving average where the run keeps one).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a ram-train checkpoint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "model" not in checkpoint:
-        raise ValueError(f"{path}: not a ram-train checkpoint (expected keys 'config' and 'model')")
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = RecurrentAttention(config.model)
-    model.load_state_dict(checkpoint_weights(checkpoint))
-    return model.eval(), config, checkpoint
 
 
 def rollout_answers(model: RecurrentAttention, images: np.ndarray, batch_size: int = 1000,

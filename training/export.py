@@ -213,15 +213,9 @@ def export_checkpoint(
         The metadata written.
 
     Raises:
-        ValueError: the checkpoint lacks ``"config"`` or ``"model"``.
+        FileNotFoundError, ValueError: as load_checkpoint.
     """
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    missing = [key for key in ("config", "model") if key not in checkpoint]
-    if missing:
-        raise ValueError(f"{checkpoint_path}: checkpoint must have keys 'config' and 'model', missing {missing}")
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = RecurrentAttention(config.model)
-    model.load_state_dict(checkpoint_weights(checkpoint))
+    model, config, checkpoint = load_checkpoint(checkpoint_path)
     facts: dict[str, Any] = {"config": {k: v for k, v in checkpoint["config"].items() if k != "model"}}
     for key, fact in (("step", "steps"), ("elapsed", "wall_time_s"), ("best_error", "best_valid_error")):
         if key in checkpoint:
@@ -230,6 +224,27 @@ def export_checkpoint(
     return export_step_model(
         model, onnx_path, dataset=config.task, labels=labels, test_error=test_error, training=facts
     )
+
+
+def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, dict[str, Any]]:
+    """Rebuilds the model of a checkpoint (checkpoint.pt or best.pt) from the config it carries, with the weights it
+    ships (checkpoint_weights: the moving average where the run keeps one).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a ram-train checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    missing = [key for key in ("config", "model") if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ValueError(f"{path}: not a ram-train checkpoint, it lacks the keys {missing}")
+    config = TrainConfig.from_dict(checkpoint["config"])
+    model = RecurrentAttention(config.model)
+    model.load_state_dict(checkpoint_weights(checkpoint))
+    return model.eval(), config, checkpoint
 
 
 def checkpoint_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
