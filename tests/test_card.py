@@ -14,7 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ram_infer import load_model  # noqa: E402
-from training.card import verify_export  # noqa: E402
+from training.card import location_std_text, verify_export  # noqa: E402
+from training.config import ModelConfig, TrainConfig  # noqa: E402
 from training.evaluate import errors_per_glimpse, evaluate_onnx  # noqa: E402
 from training.export import ParityError  # noqa: E402
 from training.train import main  # noqa: E402
@@ -168,3 +169,10 @@ def test_verify_export_raises_when_answers_differ(tiny_model, images) -> None:
         changed.action_net.classify.bias[0].add_(100.0)  # class 0 wins everywhere in torch
     with pytest.raises(ParityError, match=r"answers differ on \d+ of 64 images"):
         verify_export(changed, tiny_model.path, images)
+
+
+def test_card_tells_how_sigma_moved() -> None:
+    changed = TrainConfig(model=ModelConfig(location_std=0.09), location_std_legs=[[380_000, 0.15]])
+    assert location_std_text(changed) == "0.15 until step 380,000, then 0.09"
+    annealed = TrainConfig(model=ModelConfig(location_std=0.2), location_std_final=0.05)
+    assert location_std_text(annealed) == "0.2 annealed linearly to 0.05"

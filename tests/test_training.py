@@ -276,6 +276,32 @@ def test_schedule_legs_set_the_learning_rate_of_their_steps() -> None:
         TrainConfig(schedule_legs=[[30, 30], [10, 20]])
 
 
+def test_changing_sigma_on_resume_is_replayed_from_scratch_by_its_sigma_legs(data_root: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    common = ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
+              "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "eval_every=3", "checkpoint_every=3",
+              "log_every=2", "steps=6", "model.location_std=0.2"]
+    changed = tmp_path / "changed"
+    assert main(["train", "--preset", "mnist", "--out", str(changed), *common, "--stop-at", "3"]) == 0
+    resumed = parameters_after(["train", "--out", str(changed), "--resume", "--no-progress", "model.location_std=0.05"])
+    config = json.loads((changed / "config.json").read_text())
+    assert (config["location_std_legs"], config["model"]["location_std"]) == ([[3, 0.2]], 0.05)
+    records = [json.loads(line) for line in (changed / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["sigma"]) for r in records if "sigma" in r] == [(2, 0.2), (4, 0.05), (6, 0.05)]
+    replayed = parameters_after(["train", "--preset", "mnist", "--out", str(tmp_path / "replayed"), *common,
+                                 "model.location_std=0.05", "location_std_legs=[[3, 0.2]]"])
+    assert all(torch.equal(resumed[name], replayed[name]) for name in resumed)
+    constant = parameters_after(["train", "--preset", "mnist", "--out", str(tmp_path / "constant"), *common])
+    assert not all(torch.equal(resumed[name], constant[name]) for name in resumed)  # the new σ did change the run
+    annealed = tmp_path / "annealed"
+    assert main(["train", "--preset", "mnist", "--out", str(annealed), *common, "location_std_final=0.1",
+                 "--stop-at", "3"]) == 0
+    assert main(["train", "--out", str(annealed), "--resume", "--no-progress", "model.location_std=0.05"]) == 2
+    assert "cannot change model.location_std when resuming a run whose σ anneals" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="location_std_legs must be"):
+        TrainConfig(location_std_legs=[[5, 0.1], [3, 0.2]])
+
+
 def test_train_refuses_to_overwrite_a_run(data_root: Path, tmp_path: Path, capsys) -> None:
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     assert main(["train", "--preset", "mnist", "--out", str(tmp_path), "--no-progress"]) == 2

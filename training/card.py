@@ -211,6 +211,15 @@ def schedule_text(schedule_legs: list[list[int]], steps: int) -> str:
             "`schedule_legs`).")
 
 
+def location_std_text(config: TrainConfig) -> str:
+    """The location policy's σ over the run, in words: its σ legs (changed on resume), then model.location_std."""
+    legs = [f"{std:g} until step {until:,}" for until, std in config.location_std_legs]
+    last = f"{config.model.location_std:g}"
+    if config.location_std_final is not None:
+        last += f" annealed linearly to {config.location_std_final:g}"
+    return ", then ".join([*legs, last])
+
+
 def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConfig,
                    command: str | None) -> dict[str, Any]:
     """How the model was trained, for ``ram.training``: command, preset, steps, wall time, hardware, versions.
@@ -341,7 +350,7 @@ def render_card(
         f"- Preset `{facts['preset']}`; {facts['steps']} optimiser steps to this checkpoint "
         f"(the run: {facts['run_steps']} of {facts['planned_steps']}), batch {config.batch_size}, "
         f"{config.mc_samples} location sample(s) per image, Adam lr {config.learning_rate:g} with cosine decay to "
-        f"×{config.lr_decay_to:g}, location σ {m.location_std:g}, auxiliary per-step loss weight "
+        f"×{config.lr_decay_to:g}, location σ {location_std_text(config)}, auxiliary per-step loss weight "
         f"{config.aux_weight:g}.",
         f"- Wall time: {_duration(facts['wall_time_s'])} to this checkpoint, {_duration(facts['run_wall_time_s'])} "
         f"for the run (training and validation, from the run's log).",

@@ -71,6 +71,10 @@ class TrainConfig:
     baseline_weight: float = 1.0  # weight of the baseline MSE
     aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
+    # A run whose σ changed on resume (``--resume model.location_std=σ``) has σ legs: [until, σ] pairs in order,
+    # meaning the steps before ``until`` (and after the previous leg) sampled locations with that σ; the steps after
+    # the last leg use model.location_std. Like schedule_legs, a preset replays them from scratch.
+    location_std_legs: list[list[float]] = field(default_factory=list)
     max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
     # augmentation: each training image turns by a uniform angle in ±max_rotation degrees and scales by a uniform
     # factor in 1 ± max_scale about its centre (bilinear, zero fill), after any shift
@@ -104,6 +108,13 @@ class TrainConfig:
                              f"{self.ema_from}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        self.location_std_legs = [[int(until), float(std)] for until, std in self.location_std_legs]
+        std_untils = [until for until, _ in self.location_std_legs]
+        if any(until < 1 or std <= 0 for until, std in self.location_std_legs) or std_untils != sorted(set(std_untils)):
+            raise ValueError(f"location_std_legs must be [until, σ] pairs of positive steps with increasing 'until' "
+                             f"and σ > 0, got {self.location_std_legs}")
+        if self.location_std_legs and self.location_std_final is not None:
+            raise ValueError("location_std_legs need a constant σ: location_std_final must be null")
         self.schedule_legs = [[int(until), int(length)] for until, length in self.schedule_legs]
         untils = [until for until, _ in self.schedule_legs]
         if any(until < 1 or length < 1 for until, length in self.schedule_legs) or untils != sorted(set(untils)):

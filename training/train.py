@@ -28,7 +28,8 @@ CHECKPOINT = "checkpoint.pt"  # the latest state, rewritten atomically every che
 BEST = "best.pt"  # the kept weights (the model's or their average) with the lowest validation error so far
 LOG = "log.jsonl"
 # Settings that may change when a run resumes; the others define the run and come from the checkpoint.
-RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root", "ema_decay"}
+RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root", "ema_decay",
+                       "model.location_std"}
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
@@ -39,7 +40,10 @@ def learning_rate_at(config: TrainConfig, step: int) -> float:
 
 
 def location_std_at(config: TrainConfig, step: int) -> float:
-    """σ of the location policy: constant, or annealed linearly to location_std_final."""
+    """σ of the location policy: that of the step's σ leg, else constant, or annealed linearly to location_std_final."""
+    for until, std in config.location_std_legs:
+        if step < until:
+            return std
     start = config.model.location_std
     if config.location_std_final is None:
         return start
@@ -253,6 +257,12 @@ def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
         if saved.ema_decay:
             raise ValueError(f"cannot change ema_decay ({saved.ema_decay}) when resuming; it may only be switched on")
         config.ema_from = checkpoint["step"]  # averaging starts here, as a replay from scratch with ema_from will
+    if config.model.location_std != saved.model.location_std:
+        if saved.location_std_final is not None:
+            raise ValueError("cannot change model.location_std when resuming a run whose σ anneals "
+                             "(location_std_final)")
+        # The steps taken so far used the old σ: they become a σ leg, so a replay from scratch samples as they did.
+        config.location_std_legs = [*saved.location_std_legs, [checkpoint["step"], saved.model.location_std]]
     config.schedule_legs = saved.legs_after_resume(checkpoint["step"], config.steps)
     return config
 
