@@ -16,7 +16,8 @@ torch = pytest.importorskip("torch")
 from ram_infer import load_model  # noqa: E402
 from training.card import location_std_text, verify_export  # noqa: E402
 from training.config import ModelConfig, TrainConfig  # noqa: E402
-from training.evaluate import errors_per_glimpse, evaluate_onnx  # noqa: E402
+from ram_infer.metadata import SensorSpec  # noqa: E402
+from training.evaluate import digit_reach, errors_per_glimpse, evaluate_onnx  # noqa: E402
 from training.export import ParityError  # noqa: E402
 from training.train import main  # noqa: E402
 
@@ -176,3 +177,47 @@ def test_card_tells_how_sigma_moved() -> None:
     assert location_std_text(changed) == "0.15 until step 380,000, then 0.09"
     annealed = TrainConfig(model=ModelConfig(location_std=0.2), location_std_final=0.05)
     assert location_std_text(annealed) == "0.2 annealed linearly to 0.05"
+
+
+def at_pixel(x: int, y: int, size: int) -> list[float]:
+    """The location (x, y) in [-1, 1] whose centre pixel on a size × size canvas is (x, y)."""
+    return [(x + 0.5) / size * 2 - 1, (y + 0.5) / size * 2 - 1]
+
+
+def test_digit_reach_splits_the_errors_by_whether_a_finest_patch_covered_the_digit() -> None:
+    corners = np.array([[10, 20], [10, 20], [0, 0], [30, 30]])  # digit centres (24, 34), (24, 34), (14, 14), (44, 44)
+    locations = np.array([
+        # the patch of a glimpse at c covers [c − 6, c + 6) on each axis
+        [at_pixel(50, 50, 60), at_pixel(24 + 6, 34 - 5, 60)],  # the digit's centre at c − 6, c + 5: covered
+        [at_pixel(24 - 7, 34, 60), at_pixel(24, 34 - 6, 60)],  # at c + 7, then at c + 6: neither covers it
+        [at_pixel(14, 14, 60), at_pixel(50, 50, 60)],  # the first glimpse is on it
+        [at_pixel(5, 5, 60), at_pixel(5, 55, 60)],  # never near it
+    ], dtype=np.float32)
+    labels, answers = np.array([1, 2, 3, 4]), np.array([1, 0, 0, 4])
+    reach = digit_reach(locations, corners, labels, answers, SensorSpec(12, 3, 2), 60, 60)
+    assert reach == {"reached": 0.5, "error_reached": 0.5, "error_missed": 0.5, "first_glimpse": 1.5}
+    never = digit_reach(locations[3:], corners[3:], labels[3:], answers[3:], SensorSpec(12, 3, 2), 60, 60)
+    assert never["reached"] == 0 and np.isnan(never["error_reached"]) and never["error_missed"] == 0
+
+
+def test_evaluate_onnx_measures_digit_reach_on_the_runtimes_glimpses(tiny_model, images) -> None:
+    labels = np.arange(len(images)) % 10
+    corners = np.zeros((len(images), 2), np.int64)
+    result = evaluate_onnx(tiny_model.path, images, labels, corners=corners)
+    prediction = load_model(tiny_model.path).predict(images)
+    expected = digit_reach(prediction.locations, corners, labels, prediction.labels,
+                           load_model(tiny_model.path).info.sensor, *images.shape[2:])
+    assert result["digit_reach"] == pytest.approx(expected, nan_ok=True)
+    assert "digit_reach" not in evaluate_onnx(tiny_model.path, images, labels)
+
+
+def test_eval_of_a_translated_run_says_whether_the_glimpses_reached_the_digit(data_root: Path, tmp_path: Path,
+                                                                              capsys) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "translated60", "--out", str(run), "--no-progress", f"data_root={data_root}",
+                 *TINY_RUN, "steps=2"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoint.pt"), "--split", "valid"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["digit_reach"]) == {"reached", "error_reached", "error_missed", "first_glimpse"}
+    assert 0 <= result["digit_reach"]["reached"] <= 1

@@ -284,6 +284,20 @@ def test_fixed_split_limit_gives_the_first_images(mnist_dir: Path, limit: int) -
     np.testing.assert_array_equal(first_labels, labels[:limit], strict=True)
 
 
+def test_fixed_split_corners_say_where_each_digit_lies(mnist_dir: Path) -> None:
+    images, labels, corners = data.fixed_split("translated60", "test", mnist_dir, return_corners=True)
+    plain_images, plain_labels = data.fixed_split("translated60", "test", mnist_dir)
+    np.testing.assert_array_equal(images, plain_images, strict=True)
+    np.testing.assert_array_equal(labels, plain_labels, strict=True)
+    digits, _ = data.load_mnist(mnist_dir)["test"]
+    for image, digit, (x, y) in zip(images[:, 0], digits, corners):
+        np.testing.assert_array_equal(image[y : y + data.DIGIT_SIDE, x : x + data.DIGIT_SIDE], digit)
+        outside = image.copy()
+        outside[y : y + data.DIGIT_SIDE, x : x + data.DIGIT_SIDE] = 0
+        assert not outside.any()  # nothing else on the canvas: the digit is exactly there
+    assert len({tuple(corner) for corner in corners}) > 1
+
+
 def test_fixed_split_of_mnist_is_the_split_itself(mnist_dir: Path) -> None:
     images, labels = data.fixed_split("mnist", "valid", mnist_dir)
     expected_images, expected_labels = data.load_mnist(mnist_dir)["valid"]

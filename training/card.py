@@ -34,7 +34,8 @@ from ram_infer.engine import MODELS_DIR
 from ram_infer.metadata import ModelInfo
 from training.config import TrainConfig
 from training.data import SPLIT_SEEDS, TASKS, fixed_split
-from training.evaluate import errors_per_glimpse, evaluate_onnx, plot_curve, plot_onnx_traces, rollout_answers
+from training.evaluate import (errors_per_glimpse, evaluate_onnx, mean_rollouts, on_canvas, plot_curve,
+                               plot_onnx_traces)
 from training.episode import export_episode, sidecar
 from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint, load_checkpoint
 from training.model import RecurrentAttention
@@ -107,7 +108,8 @@ def make_card(
     if not log_path.is_file():
         raise FileNotFoundError(f"{log_path}: no such log; the run directory must hold the run's {LOG}")
     model, config, checkpoint = load_checkpoint(run_dir / checkpoint_name)
-    images, labels = fixed_split(config.task, "test", root=data_root or config.data_root, limit=limit)
+    images, labels, corners = fixed_split(config.task, "test", root=data_root or config.data_root, limit=limit,
+                                          return_corners=True)
     paths = {
         "onnx": models_dir / f"{name}.onnx",
         "card": models_dir / f"{name}.md",
@@ -118,7 +120,7 @@ def make_card(
     with tempfile.TemporaryDirectory(prefix="ram-card-") as scratch:
         measured = Path(scratch) / f"{name}.onnx"
         exported = export_checkpoint(run_dir / checkpoint_name, measured)
-        evaluation = evaluate_onnx(measured, images, labels)
+        evaluation = evaluate_onnx(measured, images, labels, corners=corners if on_canvas(config.task) else None)
         parity = verify_export(model, measured, images)
         facts = training_facts(log_path, checkpoint, _run_config(run_dir, config), command)
         facts["valid"] = validation_error(model, config.task, data_root or config.data_root, limit)
@@ -177,7 +179,7 @@ def verify_export(model: RecurrentAttention, onnx_path: Path, images: np.ndarray
         ParityError: the strict check failed and the answers differ on some image.
     """
     runtime_answers = load_model(onnx_path, threads=1).predict(images).labels  # (N,)
-    differ = int(np.sum(runtime_answers != rollout_answers(model, images)[:, -1]))
+    differ = int(np.sum(runtime_answers != mean_rollouts(model, images)[0][:, -1]))
     result: dict[str, Any] = {"images": min(len(images), PARITY_IMAGES), "answers_compared": len(images),
                               "answers_differ": differ}
     try:
@@ -404,6 +406,7 @@ def render_card(
         f"The first {TRACE_IMAGES} test images and the path the runtime follows: glimpse t's {m.num_scales} "
         "box(es), numbered in order; red titles are wrong answers.",
         "",
+        *_reach_lines(evaluation.get("digit_reach"), m.glimpse_size),
         "## File",
         "",
         f"- `{paths['onnx'].name}`: {_size(paths['onnx'])}, the step network (opset ≥ 17) with `ram.*` metadata; "
@@ -413,6 +416,16 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _reach_lines(reach: dict[str, float] | None, glimpse_size: int) -> list[str]:
+    """Where the errors come from on a canvas: glimpses that never reached the digit, or misreadings."""
+    if reach is None:
+        return []
+    return [f"Some glimpse's finest patch ({glimpse_size}×{glimpse_size}) covered the digit's centre in "
+            f"{_percent(reach['reached'])} of the test images, first after {reach['first_glimpse']:.2f} glimpses on "
+            f"average; the model errs on {_percent(reach['error_reached'])} of those and on "
+            f"{_percent(reach['error_missed'])} of the others (`evaluate.digit_reach`).", ""]
 
 
 def episode_section(name: str, paths: dict[str, Path]) -> str:
@@ -521,7 +534,7 @@ def _count(number: int) -> str:
 
 
 def _percent(fraction: float | None) -> str:
-    return "—" if fraction is None else f"{100 * fraction:.2f} %"
+    return "—" if fraction is None or math.isnan(fraction) else f"{100 * fraction:.2f} %"
 
 
 def _duration(seconds: float | None) -> str:

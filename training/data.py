@@ -237,7 +237,8 @@ def compose(
     rng: np.random.Generator,
     *,
     digit_indices: np.ndarray | None = None,
-) -> np.ndarray:
+    return_corners: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Places each digit at a random position on the task's canvas and adds the task's clutter, without a batch loop.
 
     The generator is consumed in a fixed order (digit positions, then for each piece: source digits, crop corners,
@@ -251,9 +252,11 @@ def compose(
         rng: the only source of randomness.
         digit_indices (ndarray[B], int): rows of ``clutter_source`` holding ``digits``, so that no digit is cluttered
             with pieces of itself; None when the digits are not from ``clutter_source``.
+        return_corners: also return where each digit landed.
 
     Returns:
-        images (ndarray[B, 1, S, S], float32): S = ``task.canvas_size``, values in ``[0, 1]``.
+        images (ndarray[B, 1, S, S], float32): S = ``task.canvas_size``, values in ``[0, 1]``; with
+        ``return_corners``, also corners (ndarray[B, 2], int64): each digit's top-left pixel as (x, y).
 
     Raises:
         ValueError: an array has the wrong shape, or a digit or piece does not fit.
@@ -270,6 +273,8 @@ def compose(
     _paste_max(canvas, digits, top, left)
     if task.num_clutter:
         _add_clutter(canvas, clutter_source, task, rng, digit_indices)
+    if return_corners:
+        return canvas[:, None], np.stack([left, top], axis=1)  # (B, 1, S, S), (B, 2)
     return canvas[:, None]  # (B, 1, S, S)
 
 
@@ -342,7 +347,8 @@ def fixed_split(
     root: str | os.PathLike[str] | None = None,
     seed: int | None = None,
     limit: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_corners: bool = False,
+) -> tuple[np.ndarray, ...]:
     """The validation or test set of a task, identical on every machine for a given seed.
 
     Each chunk of 1024 images is drawn from its own generator ``default_rng([seed, chunk])``, so ``limit=k`` gives
@@ -354,10 +360,13 @@ def fixed_split(
         root: the MNIST directory, as for ``load_mnist``.
         seed: default ``SPLIT_SEEDS[split]`` (valid 2013, test 2014).
         limit: keep only the first ``limit`` images; None keeps all.
+        return_corners: also return where each digit lies (for diagnostics: did a glimpse reach it?).
 
     Returns:
         images (ndarray[N, 1, S, S], float32): S = the task's canvas size.
         labels (ndarray[N], int64)
+        corners (ndarray[N, 2], int64), with ``return_corners``: each digit's top-left pixel as (x, y); the digit
+            fills the 28×28 square from there.
 
     Raises:
         ValueError: unknown task or split, or a negative limit.
@@ -372,13 +381,17 @@ def fixed_split(
     count = len(digits) if limit is None else min(limit, len(digits))
     side = task.canvas_size
     images = np.empty((count, 1, side, side), dtype=np.float32)  # (N, 1, S, S)
+    corners = np.empty((count, 2), dtype=np.int64)  # (N, 2)
     for chunk, start in enumerate(range(0, count, _CHUNK)):
         # Draw the whole chunk even when limit cuts it: the draws' sizes, hence their values, must not depend on limit.
         indices = np.arange(start, min(start + _CHUNK, len(digits)))
         rng = np.random.default_rng([seed, chunk])
-        drawn = compose(digits[indices], digits, task, rng, digit_indices=indices)
+        drawn, drawn_corners = compose(digits[indices], digits, task, rng, digit_indices=indices, return_corners=True)
         stop = min(start + _CHUNK, count)
         images[start:stop] = drawn[: stop - start]
+        corners[start:stop] = drawn_corners[: stop - start]
+    if return_corners:
+        return images, labels[:count].copy(), corners
     return images, labels[:count].copy()
 
 

@@ -15,31 +15,68 @@ from ram_infer import load_model
 from ram_infer.metadata import SensorSpec
 from ram_infer.sensor import centre_pixel
 from training.config import TrainConfig
-from training.data import fixed_split
+from training.data import DIGIT_SIDE, TASKS, fixed_split
 from training.export import load_checkpoint
 from training.model import RecurrentAttention
 
 EARLY_EXIT_THRESHOLDS = (0.9, 0.99, 0.999)
 
 
-def rollout_answers(model: RecurrentAttention, images: np.ndarray, batch_size: int = 1000,
-                    device: torch.device | str = "cpu") -> np.ndarray:
-    """The torch model's answers with the mean policy after 1, 2, …, T glimpses.
+def mean_rollouts(model: RecurrentAttention, images: np.ndarray, batch_size: int = 1000,
+                  device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """The torch model's episodes with the mean policy: its answers after 1, 2, …, T glimpses and where it looked.
 
     Args:
         images (ndarray[N, C, H, W], float32): the evaluation images.
         device: where the model is.
 
     Returns:
-        ndarray[N, T], int64: the most probable class after each glimpse; column T-1 is the model's answer.
+        answers (ndarray[N, T], int64): the most probable class after each glimpse; column T-1 is the model's answer.
+        locations (ndarray[N, T, 2], float32): the glimpse centres l_0 … l_{T-1} as (x, y) in [-1, 1].
     """
     answers = np.empty((len(images), model.config.num_glimpses), dtype=np.int64)  # (N, T)
+    locations = np.empty((len(images), model.config.num_glimpses, 2), dtype=np.float32)  # (N, T, 2)
     with torch.no_grad():
         for begin in range(0, len(images), batch_size):
             x = torch.from_numpy(images[begin : begin + batch_size]).to(device)
-            logits = model.rollout(x).logits  # (T, B, classes)
-            answers[begin : begin + batch_size] = logits.argmax(2).T.cpu().numpy()  # (B, T)
-    return answers
+            rollout = model.rollout(x)
+            answers[begin : begin + batch_size] = rollout.logits.argmax(2).T.cpu().numpy()  # (B, T)
+            locations[begin : begin + batch_size] = rollout.locations.cpu().numpy()  # (B, T, 2)
+    return answers, locations
+
+
+def digit_reach(locations: np.ndarray, corners: np.ndarray, labels: np.ndarray, answers: np.ndarray,
+                sensor: SensorSpec, height: int, width: int) -> dict[str, float]:
+    """Did the glimpses reach the digit, and how often is the model wrong when they did and when they did not?
+
+    On translated and cluttered canvases this splits the errors into search failures (no glimpse's finest patch
+    covered the digit's centre) and misreadings (one did), which tells whether to work on the location policy or on
+    the glimpse and core networks.
+
+    Args:
+        locations (ndarray[N, T, 2], float32): the glimpse centres as (x, y) in [-1, 1].
+        corners (ndarray[N, 2], int64): each digit's top-left pixel (x, y); the digit fills DIGIT_SIDE² from there.
+        labels, answers (ndarray[N], int64): true classes and the model's answers.
+        sensor: the model's sensor; its finest patch has side g.
+        height, width: the canvas.
+
+    Returns:
+        ``reached``, the fraction of images where some glimpse's finest patch covered the digit's centre pixel;
+        ``error_reached`` and ``error_missed``, the error on those images and on the others (NaN if there are none);
+        ``first_glimpse``, the mean number of glimpses until the first one that reached it, over those images.
+    """
+    g = sensor.glimpse_size
+    centres = np.stack([centre_pixel(locations[..., 0], width), centre_pixel(locations[..., 1], height)], -1)
+    offset = (corners + DIGIT_SIDE // 2)[:, None, :] - centres  # (N, T, 2): digit centre relative to each glimpse
+    covered = np.all((offset >= -(g // 2)) & (offset < g - g // 2), axis=2)  # (N, T), the contract's patch bounds
+    reached, wrong = covered.any(axis=1), answers != labels
+    return {"reached": float(reached.mean()), "error_reached": _mean_or_nan(wrong[reached]),
+            "error_missed": _mean_or_nan(wrong[~reached]),
+            "first_glimpse": _mean_or_nan(covered[reached].argmax(axis=1) + 1)}
+
+
+def _mean_or_nan(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
 
 
 def errors_per_glimpse(model: RecurrentAttention, images: np.ndarray, labels: np.ndarray,
@@ -56,7 +93,7 @@ def errors_per_glimpse(model: RecurrentAttention, images: np.ndarray, labels: np
     """
     if len(images) == 0:
         return np.zeros(model.config.num_glimpses)
-    return np.mean(rollout_answers(model, images, batch_size, device) != labels[:, None], axis=0)
+    return np.mean(mean_rollouts(model, images, batch_size, device)[0] != labels[:, None], axis=0)
 
 
 def plot_traces(
@@ -162,6 +199,7 @@ def evaluate_onnx(
     *,
     thresholds: Sequence[float] = EARLY_EXIT_THRESHOLDS,
     threads: int = 1,
+    corners: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Test error of an exported model through the runtime, ``ram_infer.load_model(onnx_path).predict``: what ships.
 
@@ -171,11 +209,14 @@ def evaluate_onnx(
         labels (ndarray[N], int64): their classes.
         thresholds: early-exit thresholds to measure (``predict(early_exit=…)``).
         threads: ONNX Runtime and sensor threads (results do not depend on it).
+        corners (ndarray[N, 2], int64): where the digits lie (``fixed_split(…, return_corners=True)``), to measure
+            whether the glimpses reached them; None skips that.
 
     Returns:
         ``images`` (N); ``error``, the fraction wrong with the mean policy after all T glimpses;
         ``error_per_glimpse``, T fractions: the answer after t glimpses is the argmax of step t's probabilities;
-        ``early_exit``, one ``{"threshold", "error", "mean_glimpses"}`` per threshold.
+        ``early_exit``, one ``{"threshold", "error", "mean_glimpses"}`` per threshold; with ``corners``,
+        ``digit_reach`` (see digit_reach).
 
     Raises:
         ValueError: no images, or labels that do not match them.
@@ -190,12 +231,17 @@ def evaluate_onnx(
         exited = engine.predict(images, early_exit=threshold)
         early_exit.append({"threshold": threshold, "error": float(np.mean(exited.labels != labels)),
                            "mean_glimpses": float(np.mean(exited.glimpses_used))})
-    return {
+    result = {
         "images": len(images),
         "error": float(np.mean(prediction.labels != labels)),
         "error_per_glimpse": [float(e) for e in np.mean(step_answers != labels[:, None], axis=0)],
         "early_exit": early_exit,
     }
+    if corners is not None:
+        height, width = images.shape[2:]
+        result["digit_reach"] = digit_reach(prediction.locations, corners, labels, prediction.labels,
+                                            engine.info.sensor, height, width)
+    return result
 
 
 def plot_onnx_traces(onnx_path: str | os.PathLike, images: np.ndarray, labels: np.ndarray, path: str | Path) -> None:
@@ -205,25 +251,37 @@ def plot_onnx_traces(onnx_path: str | os.PathLike, images: np.ndarray, labels: n
     plot_traces(images, labels, prediction.labels, prediction.locations, engine.info.sensor, path)
 
 
+def on_canvas(task: str) -> bool:
+    """Whether the task places its digit somewhere on a larger canvas, so that the glimpses must find it."""
+    return task in TASKS and TASKS[task].canvas_size > DIGIT_SIDE
+
+
 def command_eval(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if path.suffix.lower() == ".onnx":
         if args.curve:
             raise ValueError(f"--curve needs a checkpoint (it reads the run's log.jsonl beside it), got {path}")
         task = load_model(path).info.dataset
-        images, labels = fixed_split(task, args.split, root=args.data_root, limit=args.limit)
+        images, labels, corners = fixed_split(task, args.split, root=args.data_root, limit=args.limit,
+                                              return_corners=True)
         result = {"model": str(path), "runtime": "onnx", "task": task, "split": args.split,
-                  **evaluate_onnx(path, images, labels)}
+                  **evaluate_onnx(path, images, labels, corners=corners if on_canvas(task) else None)}
         if args.trace:
             plot_onnx_traces(path, images[: args.trace_images], labels[: args.trace_images], args.trace)
     else:
         model, config, checkpoint = load_checkpoint(path)
-        images, labels = fixed_split(config.task, args.split, root=args.data_root or config.data_root,
-                                     limit=args.limit)
-        errors = errors_per_glimpse(model, images, labels)
+        images, labels, corners = fixed_split(config.task, args.split, root=args.data_root or config.data_root,
+                                              limit=args.limit, return_corners=True)
+        answers, locations = mean_rollouts(model, images)
+        errors = np.mean(answers != labels[:, None], axis=0)
         result = {"model": str(path), "runtime": "torch", "task": config.task, "split": args.split,
                   "images": len(images), "step": checkpoint.get("step"), "error": float(errors[-1]),
                   "error_per_glimpse": [float(e) for e in errors]}
+        if on_canvas(config.task):
+            c = model.config
+            result["digit_reach"] = digit_reach(locations, corners, labels, answers[:, -1],
+                                                SensorSpec(c.glimpse_size, c.num_scales, c.scale_factor),
+                                                c.height, c.width)
         if args.trace:
             first = torch.from_numpy(images[: args.trace_images])
             with torch.no_grad():
