@@ -26,6 +26,7 @@ from ram_infer.images import load_image
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+PACKAGED_EPISODES = Path(ram_infer.__file__).parent / "models" / "episode"  # what build.sh copies by default
 # Debian's /usr/bin/chromium is a shell wrapper; the binary it starts is launched directly.
 CHROMIUM_CANDIDATES = ("/usr/lib/chromium/chromium", "chromium", "chromium-browser", "google-chrome")
 PAGE_TIMEOUT_MS = 60_000  # compiling the 14 MB wasm runtime takes a few seconds on a loaded 2-core machine
@@ -97,8 +98,11 @@ def open_page(browser, server: str, web_root: Path):
     contexts = []
 
     def open_(model: str = "mnist"):
-        if not (web_root / "models" / f"{model}.onnx").is_file():
+        built = web_root / "models" / f"{model}.onnx"
+        if not built.is_file():
             pytest.skip(f"web/models/{model}.onnx is not built: run web/build.sh")
+        shipped = PACKAGED_EPISODES / f"{model}.onnx"
+        assert built.read_bytes() == shipped.read_bytes(), f"{built} differs from {shipped} (a stale build): run web/build.sh"
         context = browser.new_context(viewport={"width": 1000, "height": 900})
         contexts.append(context)
         tab = context.new_page()
