@@ -102,7 +102,8 @@ def open_page(browser, server: str, web_root: Path):
         if not built.is_file():
             pytest.skip(f"web/models/{model}.onnx is not built: run web/build.sh")
         shipped = PACKAGED_EPISODES / f"{model}.onnx"
-        assert built.read_bytes() == shipped.read_bytes(), f"{built} differs from {shipped} (a stale build): run web/build.sh"
+        stale = f"{built} differs from {shipped} (a stale build): run web/build.sh"
+        assert built.read_bytes() == shipped.read_bytes(), stale
         context = browser.new_context(viewport={"width": 1000, "height": 900})
         contexts.append(context)
         tab = context.new_page()
