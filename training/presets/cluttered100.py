@@ -3,7 +3,8 @@
 The shipped model's run: a 60 000-step schedule, lengthened to 100 000 steps (the learning rate went back up at step
 60 000 and decayed again), then to 200 000 and, at 127 000, cut to 180 000 steps, then lengthened to 260 000, to
 350 000 and, with the weights averaged from there on (ema_decay), to 380 000; then to 450 000 with the location
-policy's σ lowered from 0.15 to 0.09 (test error 15.22 % at 100 000, 13.90 % at 180 000, 12.97 % at 260 000).
+policy's σ lowered from 0.15 to 0.09 (test error 15.22 % at 100 000, 13.90 % at 180 000, 12.97 % at 260 000,
+11.85 % for the shipped best.pt at 448 000).
 schedule_legs and location_std_legs replay that from scratch.
 
 Why σ went down: training samples glimpses about the policy's mean with σ = 0.15, 7.5 px on this canvas, while
