@@ -14,7 +14,6 @@ import torch
 from ram_infer import load_model
 from ram_infer.metadata import SensorSpec
 from ram_infer.sensor import centre_pixel
-from training.config import TrainConfig
 from training.data import DIGIT_SIDE, TASKS, fixed_split
 from training.export import load_checkpoint
 from training.model import RecurrentAttention
