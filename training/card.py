@@ -22,7 +22,7 @@ import re
 import shlex
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
