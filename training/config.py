@@ -108,18 +108,12 @@ class TrainConfig:
                              f"{self.ema_from}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        self.location_std_legs = [[int(until), float(std)] for until, std in self.location_std_legs]
-        std_untils = [until for until, _ in self.location_std_legs]
-        if any(until < 1 or std <= 0 for until, std in self.location_std_legs) or std_untils != sorted(set(std_untils)):
-            raise ValueError(f"location_std_legs must be [until, σ] pairs of positive steps with increasing 'until' "
-                             f"and σ > 0, got {self.location_std_legs}")
+        self.location_std_legs = _checked_legs("location_std_legs", self.location_std_legs, float,
+                                               "[until, σ] pairs of positive steps with increasing 'until' and σ > 0")
         if self.location_std_legs and self.location_std_final is not None:
             raise ValueError("location_std_legs need a constant σ: location_std_final must be null")
-        self.schedule_legs = [[int(until), int(length)] for until, length in self.schedule_legs]
-        untils = [until for until, _ in self.schedule_legs]
-        if any(until < 1 or length < 1 for until, length in self.schedule_legs) or untils != sorted(set(untils)):
-            raise ValueError(f"schedule_legs must be [until, length] pairs of positive steps with increasing "
-                             f"'until', got {self.schedule_legs}")
+        self.schedule_legs = _checked_legs("schedule_legs", self.schedule_legs, int,
+                                           "[until, length] pairs of positive steps with increasing 'until'")
 
     def schedule_length(self, step: int) -> int:
         """The run length whose schedules step ``step`` follows: its leg's (schedule_legs), else ``steps``."""
@@ -144,6 +138,19 @@ class TrainConfig:
         values = dict(values)
         model = ModelConfig(**values.pop("model", {}))
         return cls(model=model, **values)
+
+
+def _checked_legs(name: str, legs: list[list[Any]], cast: type, expected: str) -> list[list[Any]]:
+    """Legs ([until, value] pairs) as ``[int, cast]``, checked: steps ``until`` positive and increasing, values > 0.
+
+    Raises:
+        ValueError: ``name must be <expected>, got …``.
+    """
+    legs = [[int(until), cast(value)] for until, value in legs]
+    untils = [until for until, _ in legs]
+    if any(until < 1 or value <= 0 for until, value in legs) or untils != sorted(set(untils)):
+        raise ValueError(f"{name} must be {expected}, got {legs}")
+    return legs
 
 
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
