@@ -121,6 +121,13 @@ def test_eval_refuses_a_curve_for_an_onnx_file(shipped: dict, capsys) -> None:
     assert "--curve needs a checkpoint" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("model", ["onnx", "checkpoint"])
+def test_eval_refuses_an_empty_limit(shipped: dict, model: str, capsys) -> None:
+    path = shipped["paths"]["onnx"] if model == "onnx" else shipped["run"] / "checkpoint.pt"
+    assert main(["eval", str(path), "--limit", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--limit must be at least 1 image, got 0")
+
+
 def test_card_refuses_a_name_that_is_not_a_file_stem(shipped: dict, capsys) -> None:
     assert main(["card", str(shipped["run"]), "--name", "../escape"]) == 2
     assert "name must be a file stem" in capsys.readouterr().err

@@ -257,6 +257,8 @@ def on_canvas(task: str) -> bool:
 
 def command_eval(args: argparse.Namespace) -> int:
     path = Path(args.model)
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be at least 1 image, got {args.limit}")
     if path.suffix.lower() == ".onnx":
         if args.curve:
             raise ValueError(f"--curve needs a checkpoint (it reads the run's log.jsonl beside it), got {path}")
@@ -276,19 +278,13 @@ def command_eval(args: argparse.Namespace) -> int:
         result = {"model": str(path), "runtime": "torch", "task": config.task, "split": args.split,
                   "images": len(images), "step": checkpoint.get("step"), "error": float(errors[-1]),
                   "error_per_glimpse": [float(e) for e in errors]}
+        c = model.config
+        sensor = SensorSpec(c.glimpse_size, c.num_scales, c.scale_factor)
         if on_canvas(config.task):
-            c = model.config
-            result["digit_reach"] = digit_reach(locations, corners, labels, answers[:, -1],
-                                                SensorSpec(c.glimpse_size, c.num_scales, c.scale_factor),
-                                                c.height, c.width)
-        if args.trace:
-            first = torch.from_numpy(images[: args.trace_images])
-            with torch.no_grad():
-                rollout = model.rollout(first)
-            c = model.config
-            plot_traces(first.numpy(), labels[: args.trace_images], rollout.logits[-1].argmax(1).numpy(),
-                        rollout.locations.numpy(), SensorSpec(c.glimpse_size, c.num_scales, c.scale_factor),
-                        args.trace)
+            result["digit_reach"] = digit_reach(locations, corners, labels, answers[:, -1], sensor, c.height, c.width)
+        if args.trace:  # the paths of the first images, from the episodes just run
+            first = slice(args.trace_images)
+            plot_traces(images[first], labels[first], answers[first, -1], locations[first], sensor, args.trace)
         if args.curve:
             plot_curve(path.parent / "log.jsonl", args.curve)
             result["curve"] = args.curve
