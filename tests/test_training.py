@@ -174,6 +174,13 @@ def test_location_policy_does_not_collapse_onto_a_corner(trained) -> None:
     assert (locations.abs() > 0.99).all(dim=-1).float().mean() < 0.5
 
 
+def tiny_run(data_root: Path, *settings: str) -> list[str]:
+    """``ram-train train`` arguments of a run small enough for a test (a few images, a small network), plus
+    ``settings``."""
+    return ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
+            "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "log_every=2", *settings]
+
+
 def parameters_after(argv: list[str]) -> dict[str, torch.Tensor]:
     assert main(argv) == 0
     out = Path(argv[argv.index("--out") + 1])
@@ -181,9 +188,7 @@ def parameters_after(argv: list[str]) -> dict[str, torch.Tensor]:
 
 
 def test_resume_continues_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
-    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
-              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", "threads=1",
-              "eval_every=4", "checkpoint_every=4", "log_every=2"]
+    common = ["--preset", "mnist", *tiny_run(data_root, "eval_every=4", "checkpoint_every=4")]
     whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *common, "steps=8"])
     assert main(["train", "--out", str(tmp_path / "split"), *common, "steps=8", "--stop-at", "3"]) == 0
     resumed = parameters_after(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"])
@@ -197,9 +202,8 @@ def test_resume_continues_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
 def test_bfloat16_runs_the_products_in_bfloat16_keeps_float32_weights_and_resumes_exactly(
     data_root: Path, tmp_path: Path, core: str
 ) -> None:
-    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
-              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", f"model.core={core}",
-              "threads=1", "eval_every=4", "checkpoint_every=4", "log_every=2", "steps=6"]
+    common = ["--preset", "mnist", *tiny_run(data_root, f"model.core={core}", "eval_every=4", "checkpoint_every=4",
+                                             "steps=6")]
     mixed = parameters_after(["train", "--out", str(tmp_path / "mixed"), *common, "precision=bfloat16"])
     assert all(p.dtype == torch.float32 for p in mixed.values())
     records = [json.loads(line) for line in (tmp_path / "mixed" / "log.jsonl").read_text().splitlines()]
@@ -235,9 +239,7 @@ def test_random_affine_turns_and_scales_each_image_about_its_centre() -> None:
 
 
 def test_augmented_run_resumes_bit_for_bit_and_differs_from_a_plain_one(data_root: Path, tmp_path: Path) -> None:
-    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
-              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", "threads=1",
-              "eval_every=4", "checkpoint_every=4", "log_every=2", "steps=6"]
+    common = ["--preset", "mnist", *tiny_run(data_root, "eval_every=4", "checkpoint_every=4", "steps=6")]
     augmented = [*common, "max_rotation=15", "max_scale=0.1"]
     whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *augmented])
     assert main(["train", "--out", str(tmp_path / "split"), *augmented, "--stop-at", "3"]) == 0
@@ -250,9 +252,7 @@ def test_augmented_run_resumes_bit_for_bit_and_differs_from_a_plain_one(data_roo
 
 
 def test_lengthening_a_run_on_resume_is_replayed_from_scratch_by_its_legs(data_root: Path, tmp_path: Path) -> None:
-    common = ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
-              "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "eval_every=3", "checkpoint_every=3",
-              "log_every=2"]
+    common = tiny_run(data_root, "eval_every=3", "checkpoint_every=3")
     lengthened = tmp_path / "lengthened"
     assert main(["train", "--preset", "mnist", "--out", str(lengthened), *common, "steps=6", "--stop-at", "3"]) == 0
     assert main(["train", "--out", str(lengthened), "--resume", "--no-progress", "steps=5"]) == 0  # 3 → 5, then
@@ -278,9 +278,7 @@ def test_schedule_legs_set_the_learning_rate_of_their_steps() -> None:
 
 def test_changing_sigma_on_resume_is_replayed_from_scratch_by_its_sigma_legs(data_root: Path, tmp_path: Path,
                                                                            capsys) -> None:
-    common = ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
-              "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "eval_every=3", "checkpoint_every=3",
-              "log_every=2", "steps=6", "model.location_std=0.2"]
+    common = tiny_run(data_root, "eval_every=3", "checkpoint_every=3", "steps=6", "model.location_std=0.2")
     changed = tmp_path / "changed"
     assert main(["train", "--preset", "mnist", "--out", str(changed), *common, "--stop-at", "3"]) == 0
     resumed = parameters_after(["train", "--out", str(changed), "--resume", "--no-progress", "model.location_std=0.05"])
@@ -359,9 +357,8 @@ def test_weight_average_follows_its_formula_from_ema_from_on(data_root: Path) ->
 
 
 def test_weight_average_is_validated_kept_and_resumed_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
-    common = ["--preset", "mnist", "--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64",
-              "model.glimpse_size=4", "model.core_hidden=32", "model.glimpse_features=32", "threads=1",
-              "eval_every=6", "checkpoint_every=2", "log_every=2", "steps=6", "ema_decay=0.8"]
+    common = ["--preset", "mnist", *tiny_run(data_root, "eval_every=6", "checkpoint_every=2", "steps=6",
+                                             "ema_decay=0.8")]
     assert main(["train", "--out", str(tmp_path / "whole"), *common]) == 0
     assert main(["train", "--out", str(tmp_path / "split"), *common, "--stop-at", "3"]) == 0
     assert main(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"]) == 0
@@ -378,9 +375,7 @@ def test_weight_average_is_validated_kept_and_resumed_bit_for_bit(data_root: Pat
 
 def test_weight_average_switched_on_at_resume_is_replayed_by_ema_from(data_root: Path, tmp_path: Path,
                                                                        capsys) -> None:
-    common = ["--no-progress", f"data_root={data_root}", "batch_size=32", "eval_images=64", "model.glimpse_size=4",
-              "model.core_hidden=32", "model.glimpse_features=32", "threads=1", "eval_every=6", "checkpoint_every=3",
-              "log_every=2", "steps=6"]
+    common = tiny_run(data_root, "eval_every=6", "checkpoint_every=3", "steps=6")
     resumed = tmp_path / "resumed"
     assert main(["train", "--preset", "mnist", "--out", str(resumed), *common, "--stop-at", "3"]) == 0
     assert main(["train", "--out", str(resumed), "--resume", "--no-progress", "ema_decay=0.8"]) == 0
