@@ -115,6 +115,15 @@ def test_each_loss_term_trains_only_its_networks(loss_terms, term: str, owners: 
     assert gradient_owners(model, getattr(terms, term)) == owners
 
 
+def test_reinforce_trains_the_core_when_asked() -> None:
+    """reinforce_trains_core (the paper's single gradient for all of θ): REINFORCE reaches f_h and f_g as well."""
+    torch.manual_seed(0)
+    model = RecurrentAttention(SMALL, reinforce_trains_core=True)
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    terms = hybrid_loss(model.rollout(x, location_std=0.2), y)
+    assert gradient_owners(model, terms.reinforce) == {"location_net", "core_net", "glimpse_net"}
+
+
 def test_reinforce_moves_the_policy_towards_rewarded_locations() -> None:
     """Toy bandit: the answer is right exactly when the sampled x is > 0.3; the mean must move there."""
     torch.manual_seed(0)

@@ -37,7 +37,8 @@ from training.data import SPLIT_SEEDS, TASKS, fixed_split
 from training.evaluate import (errors_per_glimpse, evaluate_onnx, mean_rollouts, on_canvas, plot_curve,
                                plot_onnx_traces)
 from training.episode import export_episode, sidecar
-from training.export import PARITY_TOLERANCE, ParityError, check_parity, export_checkpoint, load_checkpoint
+from training.export import (PARITY_TOLERANCE, ParityError, check_parity, export_loaded_checkpoint,
+                             load_checkpoint)
 from training.model import RecurrentAttention
 from training.presets import PRESETS, load_preset
 from training.train import CHECKPOINT, LOG
@@ -119,7 +120,7 @@ def make_card(
     }
     with tempfile.TemporaryDirectory(prefix="ram-card-") as scratch:
         measured = Path(scratch) / f"{name}.onnx"
-        exported = export_checkpoint(run_dir / checkpoint_name, measured)
+        exported = export_loaded_checkpoint(model, config, checkpoint, measured)
         evaluation = evaluate_onnx(measured, images, labels, corners=corners if on_canvas(config.task) else None)
         parity = verify_export(model, measured, images)
         facts = training_facts(log_path, checkpoint, _run_config(run_dir, config), command)

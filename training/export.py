@@ -216,6 +216,22 @@ def export_checkpoint(
         FileNotFoundError, ValueError: as load_checkpoint.
     """
     model, config, checkpoint = load_checkpoint(checkpoint_path)
+    return export_loaded_checkpoint(model, config, checkpoint, onnx_path, test_error=test_error, training=training,
+                                    labels=labels)
+
+
+def export_loaded_checkpoint(
+    model: RecurrentAttention,
+    config: TrainConfig,
+    checkpoint: Mapping[str, Any],
+    onnx_path: str | os.PathLike,
+    *,
+    test_error: float | None = None,
+    training: Mapping[str, Any] | None = None,
+    labels: Sequence[str] | None = None,
+) -> ModelInfo:
+    """export_checkpoint for a checkpoint already loaded (load_checkpoint's three results), so a caller that also
+    evaluates the model reads the file once."""
     facts: dict[str, Any] = {"config": {k: v for k, v in checkpoint["config"].items() if k != "model"}}
     for key, fact in (("step", "steps"), ("elapsed", "wall_time_s"), ("best_error", "best_valid_error")):
         if key in checkpoint:
