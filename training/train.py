@@ -93,7 +93,7 @@ class Trainer:
         )
         self.stream = TrainStream(config.task, root=config.data_root, seed=config.seed,
                                   batch_size=config.batch_size, rank=rank, world_size=world_size,
-                                  max_shift=config.max_shift)
+                                  max_shift=config.max_shift, clutter_ramp=config.clutter_ramp)
         self.step, self.elapsed, self.best_error = 0, 0.0, math.inf
         self._valid: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -153,7 +153,7 @@ class Trainer:
         with mixed_precision(c.precision, self.device.type):
             rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
             terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
-                                aux_weight=c.aux_weight)
+                                aux_weight=c.aux_weight, reward=c.reward)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
