@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 
 from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
 from training.export import load_checkpoint  # noqa: E402
-from training.losses import choice_returns, hybrid_loss  # noqa: E402
+from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
 from training.train import Trainer, learning_rate_at, main, random_affine  # noqa: E402
 
@@ -115,17 +115,7 @@ def test_each_loss_term_trains_only_its_networks(loss_terms, term: str, owners: 
     assert gradient_owners(model, getattr(terms, term)) == owners
 
 
-def test_reinforce_trains_the_core_when_asked() -> None:
-    """reinforce_trains_core (the paper's single gradient for all of θ): REINFORCE reaches f_h and f_g as well."""
-    torch.manual_seed(0)
-    model = RecurrentAttention(SMALL, reinforce_trains_core=True)
-    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    terms = hybrid_loss(model.rollout(x, location_std=0.2), y)
-    assert gradient_owners(model, terms.reinforce) == {"location_net", "core_net", "glimpse_net"}
-
-
-@pytest.mark.parametrize("reward", ["final", "anytime"])
-def test_reinforce_moves_the_policy_towards_rewarded_locations(reward: str) -> None:
+def test_reinforce_moves_the_policy_towards_rewarded_locations() -> None:
     """Toy bandit: the answer is right exactly when the sampled x is > 0.3; the mean must move there."""
     torch.manual_seed(0)
     mean_x = torch.zeros(1, requires_grad=True)
@@ -139,20 +129,9 @@ def test_reinforce_moves_the_policy_towards_rewarded_locations(reward: str) -> N
         logits = torch.stack([torch.zeros_like(answer), answer])  # (T = 2, N, 2): the choice comes after glimpse 1
         rollout = Rollout(logits, sample[:, None], log_probs, torch.full((256, 1), 0.5))
         optimizer.zero_grad()
-        hybrid_loss(rollout, torch.zeros(256, dtype=torch.long), reward=reward).reinforce.backward()
+        hybrid_loss(rollout, torch.zeros(256, dtype=torch.long)).reinforce.backward()
         optimizer.step()
     assert mean_x.item() > 0.4
-
-
-def test_anytime_returns_average_the_true_class_probability_after_each_choice() -> None:
-    """T = 3 glimpses, 2 choices: l_1's return averages p(true) after glimpses 2 and 3, l_2's after glimpse 3."""
-    p_true = torch.tensor([[0.5, 0.9], [0.2, 0.6], [0.8, 0.1]])  # (T, N) for label 0 of 2 classes
-    logits = torch.stack([p_true.log(), (1 - p_true).log()], dim=2)  # (T, N, 2)
-    labels = torch.zeros(2, dtype=torch.long)
-    returns = choice_returns(logits, labels, "anytime", correct=torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(returns, torch.tensor([[0.5, 0.8], [0.35, 0.1]]))
-    final = choice_returns(logits, labels, "final", correct=torch.tensor([1.0, 0.0]))
-    torch.testing.assert_close(final, torch.tensor([[1.0, 1.0], [0.0, 0.0]]))
 
 
 @pytest.fixture(scope="module")

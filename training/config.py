@@ -47,7 +47,6 @@ class ModelConfig:
 
 
 PRECISIONS = ("float32", "bfloat16")
-REWARDS = ("final", "anytime")  # what rewards a location choice (training/losses.py)
 
 
 @dataclass
@@ -69,12 +68,6 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max global gradient norm
     reinforce_weight: float = 1.0  # weight of the REINFORCE term
-    # whether the REINFORCE gradient also trains the core and glimpse networks (the paper), not f_l alone; training
-    # only, the exported model is the same either way
-    reinforce_trains_core: bool = False
-    # what rewards a location choice: "final" (the paper: 1 when the final answer is right) or "anytime" (the mean
-    # probability of the true class after each later glimpse; training/losses.py)
-    reward: str = "final"
     baseline_weight: float = 1.0  # weight of the baseline MSE
     aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
@@ -116,8 +109,6 @@ class TrainConfig:
                              f"{self.ema_from}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {', '.join(REWARDS)}, got {self.reward!r}")
         self.location_std_legs = _checked_legs("location_std_legs", self.location_std_legs, float,
                                                "[until, σ] pairs of positive steps with increasing 'until' and σ > 0")
         if self.location_std_legs and self.location_std_final is not None:

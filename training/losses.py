@@ -26,7 +26,6 @@ def hybrid_loss(
     reinforce_weight: float = 1.0,
     baseline_weight: float = 1.0,
     aux_weight: float = 0.0,
-    reward: str = "final",
 ) -> LossTerms:
     """The training objective of Mnih et al. (2014), Section 3.
 
@@ -40,47 +39,23 @@ def hybrid_loss(
         reinforce_weight: weight of the REINFORCE term.
         baseline_weight: weight of the baseline MSE.
         aux_weight: weight of the cross-entropy at steps 1 … T-1, which trains early answers for early exit.
-        reward: what rewards the location l_t chosen after glimpse t: ``"final"``, the paper's R (the same for every
-            choice); ``"anytime"``, the mean probability the classifier gives the true class after each later glimpse
-            t+1 … T (a return per choice, graded rather than 0/1: a glimpse that makes the answer surer, or sure
-            sooner, earns more even when the final answer is right anyway).
 
     Returns:
         LossTerms; ``total`` is the weighted sum.
     """
     final_logits = rollout.logits[-1]  # (N, classes)
     classification = F.cross_entropy(final_logits, labels)
-    correct = (final_logits.argmax(1) == labels).float()  # (N,)
+    reward = (final_logits.argmax(1) == labels).float()  # (N,)
     if rollout.logits.shape[0] > 1:
         earlier = rollout.logits[:-1]  # (T-1, N, classes)
         auxiliary = F.cross_entropy(earlier.flatten(0, 1), labels.repeat(earlier.shape[0]))
     else:
         auxiliary = final_logits.new_zeros(())
+    advantage = (reward[:, None] - rollout.baselines).detach()  # (N, T-1)
+    reinforce = -(rollout.log_probs * advantage).sum(1).mean()
     if rollout.baselines.numel():
-        returns = choice_returns(rollout.logits, labels, reward, correct)  # (N, T-1)
-        advantage = (returns - rollout.baselines).detach()  # (N, T-1)
-        reinforce = -(rollout.log_probs * advantage).sum(1).mean()
-        baseline = F.mse_loss(rollout.baselines, returns)
+        baseline = F.mse_loss(rollout.baselines, reward[:, None].expand_as(rollout.baselines))
     else:  # one glimpse, or the mean policy: no location was chosen
-        reinforce = baseline = final_logits.new_zeros(())
+        baseline = final_logits.new_zeros(())
     total = classification + aux_weight * auxiliary + reinforce_weight * reinforce + baseline_weight * baseline
-    return LossTerms(total, classification, auxiliary, reinforce, baseline, correct.mean())
-
-
-def choice_returns(logits: torch.Tensor, labels: torch.Tensor, reward: str, correct: torch.Tensor) -> torch.Tensor:
-    """The return of each location choice l_1 … l_{T-1}, (N, T-1), no gradient (see hybrid_loss's ``reward``).
-
-    Args:
-        logits (Tensor[T, N, classes]): the answers after glimpses 1 … T.
-        labels (Tensor[N], int64): the true classes.
-        correct (Tensor[N], float32): 1 where the final answer is right.
-    """
-    steps = logits.shape[0]
-    if reward == "final":
-        return correct[:, None].expand(-1, steps - 1)
-    if reward != "anytime":
-        raise ValueError(f"reward must be 'final' or 'anytime', got {reward!r}")
-    p_true = F.softmax(logits.detach().float(), dim=2).gather(2, labels.expand(steps, -1)[..., None])[..., 0]  # (T, N)
-    later_sums = p_true[1:].flip(0).cumsum(0).flip(0)  # (T-1, N): row j sums glimpses j+2 … T (1-based)
-    later_counts = torch.arange(steps - 1, 0, -1, device=logits.device)[:, None]  # (T-1, 1)
-    return (later_sums / later_counts).T  # (N, T-1)
+    return LossTerms(total, classification, auxiliary, reinforce, baseline, reward.mean())

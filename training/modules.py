@@ -55,19 +55,16 @@ class CoreNetwork(nn.Module):
 class LocationNetwork(nn.Module):
     """f_l: μ_t = tanh(W·h_t); training samples l_t ~ N(μ_t, σ²), inference uses μ_t.
 
-    By default h_t is detached: the REINFORCE gradient trains this network only, while the core and glimpse networks
-    learn from the classification loss (the split most stable in practice; tests/test_training.py checks it). With
-    ``trains_core`` it reaches them too, as in the paper, where one gradient trains all of θ: the core may then learn
-    to carry what the policy needs (where the digit is) and not only what the classifier needs.
+    h_t is detached: the REINFORCE gradient trains this network only, while the core and glimpse networks learn from
+    the classification loss (the split most stable in practice; tests/test_training.py checks it).
     """
 
-    def __init__(self, hidden: int, trains_core: bool = False):
+    def __init__(self, hidden: int):
         super().__init__()
         self.mean = nn.Linear(hidden, 2)
-        self.trains_core = trains_core
 
     def forward(self, h_t: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.mean(h_t if self.trains_core else h_t.detach()))  # (N, 2)
+        return torch.tanh(self.mean(h_t.detach()))  # (N, 2)
 
 
 class ActionNetwork(nn.Module):

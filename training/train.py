@@ -84,7 +84,7 @@ class Trainer:
         self.config, self.out_dir, self.device = config, out_dir, device
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(config.seed)  # the initial weights
-        self.model = RecurrentAttention(config.model, config.reinforce_trains_core).to(device)
+        self.model = RecurrentAttention(config.model).to(device)
         self.network = DistributedDataParallel(self.model) if world_size > 1 else self.model
         self.average = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
                         if config.ema_decay else None)
@@ -153,7 +153,7 @@ class Trainer:
         with mixed_precision(c.precision, self.device.type):
             rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
             terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
-                                aux_weight=c.aux_weight, reward=c.reward)
+                                aux_weight=c.aux_weight)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
