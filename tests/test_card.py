@@ -202,9 +202,12 @@ def test_digit_reach_splits_the_errors_by_whether_a_finest_patch_covered_the_dig
     ], dtype=np.float32)
     labels, answers = np.array([1, 2, 3, 4]), np.array([1, 0, 0, 4])
     reach = digit_reach(locations, corners, labels, answers, SensorSpec(12, 3, 2), 60, 60)
-    assert reach == {"reached": 0.5, "error_reached": 0.5, "error_missed": 0.5, "first_glimpse": 1.5}
+    # nearest glimpse centres: 6, 6, 0 and 39 px from the digit's centre (the larger axis), median 6
+    assert reach == {"reached": 0.5, "error_reached": 0.5, "error_missed": 0.5, "first_glimpse": 1.5,
+                     "nearest_px": 6.0}
     never = digit_reach(locations[3:], corners[3:], labels[3:], answers[3:], SensorSpec(12, 3, 2), 60, 60)
     assert never["reached"] == 0 and np.isnan(never["error_reached"]) and never["error_missed"] == 0
+    assert never["nearest_px"] == 39.0
 
 
 def test_evaluate_onnx_measures_digit_reach_on_the_runtimes_glimpses(tiny_model, images) -> None:
@@ -226,5 +229,5 @@ def test_eval_of_a_translated_run_says_whether_the_glimpses_reached_the_digit(da
     capsys.readouterr()
     assert main(["eval", str(run / "checkpoint.pt"), "--split", "valid"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result["digit_reach"]) == {"reached", "error_reached", "error_missed", "first_glimpse"}
+    assert set(result["digit_reach"]) == {"reached", "error_reached", "error_missed", "first_glimpse", "nearest_px"}
     assert 0 <= result["digit_reach"]["reached"] <= 1

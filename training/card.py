@@ -426,7 +426,8 @@ def _reach_lines(reach: dict[str, float] | None, glimpse_size: int) -> list[str]
     return [f"Some glimpse's finest patch ({glimpse_size}×{glimpse_size}) covered the digit's centre in "
             f"{_percent(reach['reached'])} of the test images, first after {reach['first_glimpse']:.2f} glimpses on "
             f"average; the model errs on {_percent(reach['error_reached'])} of those and on "
-            f"{_percent(reach['error_missed'])} of the others (`evaluate.digit_reach`).", ""]
+            f"{_percent(reach['error_missed'])} of the others (`evaluate.digit_reach`). The glimpse nearest the "
+            f"digit's centre came within {reach['nearest_px']:.1f} px of it (median over the images).", ""]
 
 
 def episode_section(name: str, paths: dict[str, Path]) -> str:

@@ -62,16 +62,20 @@ def digit_reach(locations: np.ndarray, corners: np.ndarray, labels: np.ndarray, 
     Returns:
         ``reached``, the fraction of images where some glimpse's finest patch covered the digit's centre pixel;
         ``error_reached`` and ``error_missed``, the error on those images and on the others (NaN if there are none);
-        ``first_glimpse``, the mean number of glimpses until the first one that reached it, over those images.
+        ``first_glimpse``, the mean number of glimpses until the first one that reached it, over those images;
+        ``nearest_px``, the median over images of the distance (pixels, the larger of the two axes) from the digit's
+        centre to the nearest glimpse centre: how near a policy that misses gets.
     """
     g = sensor.glimpse_size
     centres = np.stack([centre_pixel(locations[..., 0], width), centre_pixel(locations[..., 1], height)], -1)
     offset = (corners + DIGIT_SIDE // 2)[:, None, :] - centres  # (N, T, 2): digit centre relative to each glimpse
     covered = np.all((offset >= -(g // 2)) & (offset < g - g // 2), axis=2)  # (N, T), the contract's patch bounds
     reached, wrong = covered.any(axis=1), answers != labels
+    nearest = np.abs(offset).max(axis=2).min(axis=1)  # (N,)
     return {"reached": float(reached.mean()), "error_reached": _mean_or_nan(wrong[reached]),
             "error_missed": _mean_or_nan(wrong[~reached]),
-            "first_glimpse": _mean_or_nan(covered[reached].argmax(axis=1) + 1)}
+            "first_glimpse": _mean_or_nan(covered[reached].argmax(axis=1) + 1),
+            "nearest_px": float(np.median(nearest))}
 
 
 def _mean_or_nan(values: np.ndarray) -> float:
