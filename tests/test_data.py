@@ -322,15 +322,6 @@ def test_train_batch_is_a_pure_function_of_the_step(source: tuple[np.ndarray, np
         np.testing.assert_array_equal(again[1], first[1], strict=True)
 
 
-def test_clutter_ramp_adds_the_pieces_over_its_steps(source: tuple[np.ndarray, np.ndarray]) -> None:
-    ramped = data.TrainStream("cluttered60", seed=3, batch_size=4, source=source, clutter_ramp=10)
-    assert [ramped.task_at(step).num_clutter for step in (0, 3, 5, 9, 10, 99)] == [0, 1, 2, 3, 4, 4]
-    images, _ = ramped.batch(0)  # no clutter yet: the canvas holds the digit's ink and nothing else
-    np.testing.assert_allclose(images.sum(axis=(1, 2, 3)), source[0][ramped.indices(0)].sum(axis=(1, 2)), rtol=1e-6)
-    full = data.TrainStream("cluttered60", seed=3, batch_size=4, source=source)
-    np.testing.assert_array_equal(ramped.batch(10)[0], full.batch(10)[0], strict=True)
-
-
 def test_train_batches_differ_between_steps(source: tuple[np.ndarray, np.ndarray]) -> None:
     stream = data.TrainStream("translated60", batch_size=4, source=source)
     assert not np.array_equal(stream.batch(0)[0], stream.batch(1)[0])

@@ -76,7 +76,6 @@ class TrainConfig:
     # the last leg use model.location_std. Like schedule_legs, a preset replays them from scratch.
     location_std_legs: list[list[float]] = field(default_factory=list)
     max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
-    clutter_ramp: int = 0  # curriculum: clutter pieces grow from none at step 0 to the task's at this step
     # augmentation: each training image turns by a uniform angle in ±max_rotation degrees and scales by a uniform
     # factor in 1 ± max_scale about its centre (bilinear, zero fill), after any shift
     max_rotation: float = 0.0

@@ -420,7 +420,6 @@ class TrainStream:
         *,
         source: tuple[np.ndarray, np.ndarray] | None = None,
         max_shift: int = 0,
-        clutter_ramp: int = 0,
     ) -> None:
         """Sets up the stream.
 
@@ -434,20 +433,17 @@ class TrainStream:
             source: ``(images (ndarray[N, h, w], float32), labels (ndarray[N], int64))`` to use instead of the
                 MNIST training split (for tests).
             max_shift: augmentation: every image moves by up to this many pixels along each axis (zero fill).
-            clutter_ramp: a curriculum: the number of clutter pieces grows linearly from 0 at step 0 to the task's
-                at this step (task_at); 0 starts with all of them.
 
         Raises:
             ValueError: unknown task, negative seed, bad batch_size/rank/world_size, or fewer than B·W digits.
         """
         self.task = _get_task(task_name)
-        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size or max_shift < 0 or clutter_ramp < 0:
+        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size or max_shift < 0:
             raise ValueError(
-                "TrainStream needs seed >= 0, batch_size >= 1, 0 <= rank < world_size, max_shift >= 0 and "
-                f"clutter_ramp >= 0, got seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}, "
-                f"max_shift={max_shift}, clutter_ramp={clutter_ramp}"
+                "TrainStream needs seed >= 0, batch_size >= 1, 0 <= rank < world_size and max_shift >= 0, got "
+                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}, max_shift={max_shift}"
             )
-        self._max_shift, self._clutter_ramp = max_shift, clutter_ramp
+        self._max_shift = max_shift
         self._digits, self._labels = load_mnist(root)["train"] if source is None else source
         if len(self._labels) != len(self._digits):
             raise ValueError(f"source must hold one label per image, got {len(self._digits)} and {len(self._labels)}")
@@ -481,17 +477,6 @@ class TrainStream:
         start = (batch_in_epoch * self._world_size + self._rank) * self._batch_size
         return self._epoch_order[1][start : start + self._batch_size]
 
-    def task_at(self, step: int) -> Task:
-        """The task of batch ``step``: with a clutter ramp, fewer clutter pieces early on.
-
-        Why a ramp: on a large cluttered canvas the policy can settle early on reading the digit from the coarse
-        patches about the centre; on a canvas with little clutter the digit is the one large blob, and going to it
-        pays at once.
-        """
-        if step >= self._clutter_ramp:
-            return self.task
-        return dataclasses.replace(self.task, num_clutter=self.task.num_clutter * step // self._clutter_ramp)
-
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's batch ``step``.
 
@@ -507,7 +492,7 @@ class TrainStream:
         """
         indices = self.indices(step)  # (B,)
         rng = np.random.default_rng([self._seed, step, self._rank, 1])
-        images = compose(self._digits[indices], self._digits, self.task_at(step), rng, digit_indices=indices)
+        images = compose(self._digits[indices], self._digits, self.task, rng, digit_indices=indices)
         if self._max_shift:
             images = shift(images, rng, self._max_shift)
         return images, np.asarray(self._labels[indices], dtype=np.int64)

@@ -93,7 +93,7 @@ class Trainer:
         )
         self.stream = TrainStream(config.task, root=config.data_root, seed=config.seed,
                                   batch_size=config.batch_size, rank=rank, world_size=world_size,
-                                  max_shift=config.max_shift, clutter_ramp=config.clutter_ramp)
+                                  max_shift=config.max_shift)
         self.step, self.elapsed, self.best_error = 0, 0.0, math.inf
         self._valid: tuple[np.ndarray, np.ndarray] | None = None
 
