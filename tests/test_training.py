@@ -115,6 +115,25 @@ def test_each_loss_term_trains_only_its_networks(loss_terms, term: str, owners: 
     assert gradient_owners(model, getattr(terms, term)) == owners
 
 
+def test_reinforce_to_core_lets_that_fraction_of_the_policy_gradient_train_the_core() -> None:
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+
+    def reinforce_gradients(fraction: float) -> tuple[RecurrentAttention, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = RecurrentAttention(SMALL, reinforce_to_core=fraction)
+        terms = hybrid_loss(model.rollout(x, location_std=0.2, generator=torch.Generator().manual_seed(1)), y)
+        terms.reinforce.backward()
+        return model, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    model, full = reinforce_gradients(1.0)
+    assert gradient_owners(model, hybrid_loss(model.rollout(x, location_std=0.2), y).reinforce) == {
+        "location_net", "core_net", "glimpse_net"}
+    _, tenth = reinforce_gradients(0.1)
+    for name, gradient in full.items():  # the same policy, a tenth of its gradient into f_h and f_g
+        scale = 1.0 if name.startswith("location_net") else 0.1
+        torch.testing.assert_close(tenth[name], scale * gradient, rtol=1e-4, atol=1e-7)
+
+
 def test_reinforce_moves_the_policy_towards_rewarded_locations() -> None:
     """Toy bandit: the answer is right exactly when the sampled x is > 0.3; the mean must move there."""
     torch.manual_seed(0)

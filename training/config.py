@@ -71,6 +71,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0  # max global gradient norm
     reinforce_weight: float = 1.0  # weight of the REINFORCE term
+    # the fraction of the REINFORCE gradient that also trains the core and glimpse networks (0: f_l alone; 1: the
+    # paper); training only, the exported model is the same either way
+    reinforce_to_core: float = 0.0
     baseline_weight: float = 1.0  # weight of the baseline MSE
     aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
     location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this

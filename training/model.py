@@ -46,7 +46,7 @@ def glimpse(x: torch.Tensor, l: torch.Tensor, config: ModelConfig) -> torch.Tens
 class RecurrentAttention(nn.Module):
     """The Recurrent Attention Model: f_g, f_h, f_l, f_a and the training-only baseline f_b around the sensor ρ."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, reinforce_to_core: float = 0.0):
         super().__init__()
         self.config = config
         rho_numel = config.num_scales * config.channels * config.glimpse_size**2
@@ -54,7 +54,7 @@ class RecurrentAttention(nn.Module):
             rho_numel, config.glimpse_hidden, config.location_hidden, config.glimpse_features
         )
         self.core_net = CoreNetwork(config.glimpse_features, config.core_hidden, config.core)
-        self.location_net = LocationNetwork(config.core_hidden)
+        self.location_net = LocationNetwork(config.core_hidden, reinforce_to_core)
         self.action_net = ActionNetwork(config.core_hidden, config.num_classes)
         self.baseline_net = BaselineNetwork(config.core_hidden)
 

@@ -55,16 +55,22 @@ class CoreNetwork(nn.Module):
 class LocationNetwork(nn.Module):
     """f_l: μ_t = tanh(W·h_t); training samples l_t ~ N(μ_t, σ²), inference uses μ_t.
 
-    h_t is detached: the REINFORCE gradient trains this network only, while the core and glimpse networks learn from
-    the classification loss (the split most stable in practice; tests/test_training.py checks it).
+    By default h_t is detached: the REINFORCE gradient trains this network only, while the core and glimpse networks
+    learn from the classification loss (the split most stable in practice; tests/test_training.py checks it).
+    ``core_gradient`` > 0 lets that fraction of it reach them (1 is the paper's single gradient for all of θ), so the
+    core can learn to carry what the policy needs, where the digit is, and not only what the classifier needs.
     """
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, core_gradient: float = 0.0):
         super().__init__()
         self.mean = nn.Linear(hidden, 2)
+        self.core_gradient = core_gradient
 
     def forward(self, h_t: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.mean(h_t.detach()))  # (N, 2)
+        held = h_t.detach()
+        if self.core_gradient:  # the same value, with the gradient into h_t scaled by core_gradient
+            held = held + self.core_gradient * (h_t - held)
+        return torch.tanh(self.mean(held))  # (N, 2)
 
 
 class ActionNetwork(nn.Module):

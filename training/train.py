@@ -84,7 +84,7 @@ class Trainer:
         self.config, self.out_dir, self.device = config, out_dir, device
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(config.seed)  # the initial weights
-        self.model = RecurrentAttention(config.model).to(device)
+        self.model = RecurrentAttention(config.model, config.reinforce_to_core).to(device)
         self.network = DistributedDataParallel(self.model) if world_size > 1 else self.model
         self.average = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay))
                         if config.ema_decay else None)
