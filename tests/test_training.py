@@ -153,22 +153,6 @@ def test_reinforce_moves_the_policy_towards_rewarded_locations() -> None:
     assert mean_x.item() > 0.4
 
 
-def test_baseline_from_others_credits_each_sample_against_the_other_samples_of_its_image() -> None:
-    """M = 2 samples of B = 2 images (row m·B + i): image 0 right then wrong, image 1 right twice."""
-    right, wrong = [5.0, 0.0], [0.0, 5.0]  # logits for label 0
-    final = torch.tensor([right, right, wrong, right])  # rows (m0, i0), (m0, i1), (m1, i0), (m1, i1)
-    logits = torch.stack([torch.zeros_like(final), final])  # (T = 2, N = 4, 2)
-    log_probs = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
-    rollout = Rollout(logits, torch.zeros(4, 2, 2), log_probs, torch.full((4, 1), 0.5))
-    terms = hybrid_loss(rollout, torch.zeros(4, dtype=torch.long), baseline_from="others", samples_per_image=2)
-    # advantages: 1 − 0, 1 − 1, 0 − 1, 1 − 1, so reinforce = −(1·1 + 3·(−1)) / 4
-    assert terms.reinforce.item() == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="samples_per_image"):
-        hybrid_loss(rollout, torch.zeros(4, dtype=torch.long), baseline_from="others", samples_per_image=1)
-    with pytest.raises(ValueError, match="mc_samples >= 2"):
-        TrainConfig(baseline_from="others")
-
-
 @pytest.fixture(scope="module")
 def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Trainer, float, Path]:
     """One tiny run shared by the learning tests: (trainer, validation error before training, run directory)."""

@@ -57,9 +57,6 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 128  # images per optimiser step (per process under torchrun)
     mc_samples: int = 1  # M: location-policy samples per image, vectorised along the batch
-    # what REINFORCE subtracts from the reward: "learned" (b_t, the paper) or "others" (with mc_samples ≥ 2: the mean
-    # reward of the image's other samples; training/losses.py)
-    baseline_from: str = "learned"
     steps: int = 20_000  # optimiser steps in total
     # A run lengthened on resume (``--resume steps=N``) has legs: [until, length] pairs in order, meaning the steps
     # before ``until`` followed the learning-rate and σ schedules of a ``length``-step run, as they did before the run
@@ -112,9 +109,6 @@ class TrainConfig:
         if not (0 <= self.ema_decay < 1 and self.ema_from >= 0):
             raise ValueError(f"ema_decay must be in [0, 1) and ema_from a step ≥ 0, got {self.ema_decay} and "
                              f"{self.ema_from}")
-        if not (self.baseline_from == "learned" or (self.baseline_from == "others" and self.mc_samples >= 2)):
-            raise ValueError(f"baseline_from must be 'learned', or 'others' with mc_samples >= 2, got "
-                             f"{self.baseline_from!r} with mc_samples={self.mc_samples}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.location_std_legs = _checked_legs("location_std_legs", self.location_std_legs, float,

@@ -26,8 +26,6 @@ def hybrid_loss(
     reinforce_weight: float = 1.0,
     baseline_weight: float = 1.0,
     aux_weight: float = 0.0,
-    baseline_from: str = "learned",
-    samples_per_image: int = 1,
 ) -> LossTerms:
     """The training objective of Mnih et al. (2014), Section 3.
 
@@ -41,12 +39,6 @@ def hybrid_loss(
         reinforce_weight: weight of the REINFORCE term.
         baseline_weight: weight of the baseline MSE.
         aux_weight: weight of the cross-entropy at steps 1 … T-1, which trains early answers for early exit.
-        baseline_from: what REINFORCE subtracts from R: ``"learned"``, b_t (the paper); ``"others"``, the mean reward
-            of the other location samples of the same image (needs samples_per_image ≥ 2; b_t still learns by MSE).
-            Why: b_t cannot know how hard each image is, so R − b_t mixes the image's difficulty into the credit for
-            the locations; samples of one image differ only in where they looked.
-        samples_per_image: M, when the batch holds M location samples of each image, sample m of image i at row
-            m·B + i (the trainer's ``x.repeat(M, …)``).
 
     Returns:
         LossTerms; ``total`` is the weighted sum.
@@ -59,7 +51,7 @@ def hybrid_loss(
         auxiliary = F.cross_entropy(earlier.flatten(0, 1), labels.repeat(earlier.shape[0]))
     else:
         auxiliary = final_logits.new_zeros(())
-    advantage = (reward[:, None] - _subtracted(rollout.baselines, reward, baseline_from, samples_per_image)).detach()
+    advantage = (reward[:, None] - rollout.baselines).detach()  # (N, T-1)
     reinforce = -(rollout.log_probs * advantage).sum(1).mean()
     if rollout.baselines.numel():
         baseline = F.mse_loss(rollout.baselines, reward[:, None].expand_as(rollout.baselines))
@@ -67,15 +59,3 @@ def hybrid_loss(
         baseline = final_logits.new_zeros(())
     total = classification + aux_weight * auxiliary + reinforce_weight * reinforce + baseline_weight * baseline
     return LossTerms(total, classification, auxiliary, reinforce, baseline, reward.mean())
-
-
-def _subtracted(baselines: torch.Tensor, reward: torch.Tensor, baseline_from: str, samples: int) -> torch.Tensor:
-    """What REINFORCE subtracts from the reward, (N, T-1) or (N, 1): see hybrid_loss's ``baseline_from``."""
-    if baseline_from == "learned":
-        return baselines
-    if baseline_from != "others" or samples < 2 or reward.shape[0] % samples:
-        raise ValueError(f"baseline_from must be 'learned', or 'others' with N a multiple of samples_per_image ≥ 2; "
-                         f"got {baseline_from!r}, samples_per_image={samples}, N={reward.shape[0]}")
-    per_image = reward.view(samples, -1)  # (M, B)
-    others = (per_image.sum(0, keepdim=True) - per_image) / (samples - 1)  # (M, B)
-    return others.reshape(-1, 1)  # (N, 1)

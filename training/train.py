@@ -153,8 +153,7 @@ class Trainer:
         with mixed_precision(c.precision, self.device.type):
             rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
             terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
-                                aux_weight=c.aux_weight, baseline_from=c.baseline_from,
-                                samples_per_image=c.mc_samples)
+                                aux_weight=c.aux_weight)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
