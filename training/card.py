@@ -353,7 +353,8 @@ def render_card(
         f"- Preset `{facts['preset']}`; {facts['steps']} optimiser steps to this checkpoint "
         f"(the run: {facts['run_steps']} of {facts['planned_steps']}), batch {config.batch_size}, "
         f"{config.mc_samples} location sample(s) per image, Adam lr {config.learning_rate:g} with cosine decay to "
-        f"×{config.lr_decay_to:g}, location σ {location_std_text(config)}, auxiliary per-step loss weight "
+        f"×{config.lr_decay_to:g}, location σ {location_std_text(config)}, "
+        f"{config.reinforce_to_core:g} of the REINFORCE gradient into the core, auxiliary per-step loss weight "
         f"{config.aux_weight:g}.",
         f"- Wall time: {_duration(facts['wall_time_s'])} to this checkpoint, {_duration(facts['run_wall_time_s'])} "
         f"for the run (training and validation, from the run's log).",
