@@ -56,9 +56,10 @@ class LocationNetwork(nn.Module):
     """f_l: μ_t = tanh(W·h_t); training samples l_t ~ N(μ_t, σ²), inference uses μ_t.
 
     By default h_t is detached: the REINFORCE gradient trains this network only, while the core and glimpse networks
-    learn from the classification loss (the split most stable in practice; tests/test_training.py checks it).
-    ``core_gradient`` > 0 lets that fraction of it reach them (1 is the paper's single gradient for all of θ), so the
-    core can learn to carry what the policy needs, where the digit is, and not only what the classifier needs.
+    learn from the classification loss (tests/test_training.py checks it). ``core_gradient`` > 0 lets that fraction
+    of it reach them, so the core learns to carry what the policy needs, where the digit is, and not only what the
+    classifier needs: on cluttered100 0.1 of it took the glimpses onto the digit, while all of it (1, the paper's
+    single gradient for θ) drove the policy into a corner.
     """
 
     def __init__(self, hidden: int, core_gradient: float = 0.0):
