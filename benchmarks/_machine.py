@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def _git_commit() -> str:
     return f"{commit} (with uncommitted changes)" if changed else commit
 
 
+def _gpu() -> str | None:
+    """The first CUDA device as torch names it, if the benchmark has imported torch and torch sees one."""
+    torch = sys.modules.get("torch")  # never imported here: the runtime's benchmarks run without torch
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -56,6 +65,9 @@ def machine_details() -> dict[str, str]:
         "OS": platform.platform(),
         "Python": platform.python_version(),
     }
+    gpu = _gpu()
+    if gpu:
+        details["GPU"] = gpu
     details.update({package: _version(package) for package in PACKAGES})
     details["git commit"] = _git_commit()
     return details

@@ -1,5 +1,8 @@
 """Glimpses per second of the glimpse sensor ρ(x, l): compiled C++, the numpy reference, and an eager PyTorch crop loop.
 
+Where the CUDA sensor is built and a GPU is present, the CUDA kernel and the same crop loop on CUDA tensors join
+them (each call timed until its glimpses exist).
+
 Run from the repository root (writes a markdown table that records the machine):
 
     python benchmarks/bench_sensor.py [--quick] [--out benchmarks/results/sensor.md]
@@ -47,7 +50,19 @@ def methods(images: np.ndarray, locations: np.ndarray) -> dict[str, Callable[[],
     crop_loop = functools.partial(torch_crop_loop, x, l, *GLIMPSE.values())
     contenders["torch loop (1 thread)"] = functools.partial(_on_one_torch_thread, crop_loop)
     contenders["torch loop"] = crop_loop
+    if "cuda" in available_backends() and torch.cuda.is_available():
+        x, l = x.cuda(), l.cuda()
+        contenders["CUDA"] = functools.partial(_synchronized, lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda"))
+        contenders["torch loop (CUDA)"] = functools.partial(_synchronized, functools.partial(torch_crop_loop, x, l,
+                                                                                             *GLIMPSE.values()))
     return contenders
+
+
+def _synchronized(run: Callable[[], torch.Tensor]) -> torch.Tensor:
+    # Kernels run asynchronously: waiting for them makes a call's time the time until its glimpses exist.
+    result = run()
+    torch.cuda.synchronize()
+    return result
 
 
 def _on_one_torch_thread(run: Callable[[], object]) -> object:
@@ -76,10 +91,14 @@ def check_parity() -> dict[str, float]:
     reference = extract_glimpses(images, locations, **GLIMPSE, backend="numpy")
     differences = {}
     for name, run in methods(images, locations).items():
-        differences[name] = float(np.max(np.abs(np.asarray(run()) - reference)))
+        differences[name] = float(np.max(np.abs(_on_host(run()) - reference)))
         if differences[name] > PARITY_TOLERANCE:
             raise RuntimeError(f"{name} differs from the numpy reference by {differences[name]:.3g}")
     return differences
+
+
+def _on_host(glimpses: object) -> np.ndarray:
+    return glimpses.cpu().numpy() if isinstance(glimpses, torch.Tensor) else np.asarray(glimpses)
 
 
 def seconds_per_call(run: Callable[[], object], min_repeat_seconds: float, repeats: int) -> float:
@@ -126,6 +145,7 @@ def report(
 ) -> list[str]:
     """The results as markdown: parameters, command, machine (as it was before measuring), table, target's verdict."""
     names = [name for name in rows[0] if name not in ("batch", "side")]
+    cuda_columns = " CUDA / torch loop (CUDA) | CUDA / C++ |" if "CUDA" in names else ""
     g, k, s = GLIMPSE.values()
     lines = [
         "# Glimpse sensor throughput",
@@ -140,15 +160,18 @@ def report(
         "Machine, before measuring:",
         *markdown_lines(machine),
         "",
-        "| batch | image | " + " | ".join(names) + " | C++ / torch loop | C++ / numpy |",
-        "|---:|---:|" + "---:|" * (len(names) + 2),
+        "| batch | image | " + " | ".join(names) + " | C++ / torch loop | C++ / numpy |" + cuda_columns,
+        "|---:|---:|" + "---:|" * (len(names) + 2 + cuda_columns.count("|")),
     ]
     for row in rows:
         rates = " | ".join(f"{row[name]:,.0f}" for name in names)
         cpp = _best(row, "C++")
+        cuda_ratios = ""
+        if cuda_columns:
+            cuda_ratios = f" {_ratio(row['CUDA'], row['torch loop (CUDA)'])} | {_ratio(row['CUDA'], cpp)} |"
         lines.append(
             f"| {row['batch']} | {row['side']}×{row['side']} | {rates} | "
-            f"{_ratio(cpp, _best(row, 'torch loop'))} | {_ratio(cpp, row['numpy reference'])} |"
+            f"{_ratio(cpp, _best(row, 'torch loop'))} | {_ratio(cpp, row['numpy reference'])} |{cuda_ratios}"
         )
     lines += ["", "Max |difference| from the numpy reference before timing: "
               + ", ".join(f"{name} {value:.1e}" for name, value in differences.items()) + "."]

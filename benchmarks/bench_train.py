@@ -3,6 +3,7 @@
 Run from the repository root (writes a markdown table that records the machine):
 
     python benchmarks/bench_train.py [--quick] [--out benchmarks/results/train.md]
+    python benchmarks/bench_train.py --device cuda --batch-size 128 1024 --out benchmarks/results/train_cuda.md
 
 ram-train's step trains the MNIST preset's network (8×8 glimpse, 2 scales, 6 glimpses, 256-unit RNN core) and the
 cluttered60 preset's (12×12, 3 scales, 8 glimpses, 256-unit LSTM) in float32 and with ``precision=bfloat16``; the
@@ -13,6 +14,7 @@ images: the speed does not depend on their content.
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import statistics
 import sys
@@ -36,26 +38,38 @@ TRAINERS = {
     "eager": "eager PyTorch RAM (kevinzakka-style per-sample crop loop)",
 }
 
+# What the CPU table shows, as profiled on it.
+CPU_NOTE = [
+    "All are bound by the same matrix products (cProfile of our float32 step: backward ≈ half, the `Linear`",
+    "forwards ≈ a quarter, the compiled sensor ≈ 5 %), so the eager ratio is what the per-sample crop loop and",
+    "per-step lists add to the eager trainer (at inference, where the loop's overhead is not hidden by backward,",
+    "it is larger: see engine.md). `precision=bfloat16` runs those products in bfloat16 under `torch.autocast`;",
+    "what it gains depends on the CPU (AVX-512 BF16 or AMX) and grows with the network.",
+    "",
+]
 
-def images_per_second(step, batch_size: int, repeats: int) -> float:
+
+def images_per_second(step, batch_size: int, repeats: int, device: torch.device) -> float:
     step()  # warm-up
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
         step()
+        if device.type == "cuda":  # the step's kernels run asynchronously: time until they are done
+            torch.cuda.synchronize(device)
         seconds.append(time.perf_counter() - started)
     return batch_size / statistics.median(seconds)
 
 
 def ram_train_step(config, x: torch.Tensor, y: torch.Tensor, precision: str):
-    """One optimiser step of ram-train's trainer (training/train.py) on a fresh model of ``config``."""
+    """One optimiser step of ram-train's trainer (training/train.py) on a fresh model of ``config``, on x's device."""
     torch.manual_seed(0)
-    model = RecurrentAttention(config.model)
+    model = RecurrentAttention(config.model).to(x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sigma = config.model.location_std
 
     def step() -> None:
-        with mixed_precision(precision, "cpu"):
+        with mixed_precision(precision, x.device.type):
             terms = hybrid_loss(model.rollout(x, sigma), y, aux_weight=config.aux_weight)
         optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
@@ -68,47 +82,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke test)")
     parser.add_argument("--out", default="benchmarks/results/train.md")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, nargs="+", default=[128])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the networks train; the CUDA sensor must be built for cuda (default: %(default)s)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     torch.set_num_threads(1)
     repeats = 3 if args.quick else 30
     rng = np.random.default_rng(0)
     rows = []
-    for preset in PRESETS_MEASURED:
+    for preset, batch_size in itertools.product(PRESETS_MEASURED, args.batch_size):
         config = load_preset(preset)
         side = config.model.height
-        x = torch.from_numpy(rng.random((args.batch_size, 1, side, side), dtype=np.float32))
-        y = torch.from_numpy(rng.integers(0, 10, args.batch_size))
-        speeds = {precision: images_per_second(ram_train_step(config, x, y, precision), args.batch_size, repeats)
+        x = torch.from_numpy(rng.random((batch_size, 1, side, side), dtype=np.float32)).to(device)
+        y = torch.from_numpy(rng.integers(0, 10, batch_size)).to(device)
+        speeds = {precision: images_per_second(ram_train_step(config, x, y, precision), batch_size, repeats, device)
                   for precision in ("float32", "bfloat16")}
         if config.model.core == "rnn":  # the eager peer is the paper's RNN RAM
             torch.manual_seed(0)
-            eager = EagerRAM(RecurrentAttention(config.model))
+            eager = EagerRAM(RecurrentAttention(config.model)).to(device)
             optimizer = torch.optim.Adam(eager.parameters(), lr=1e-3)
             sigma = config.model.location_std
             speeds["eager"] = images_per_second(lambda: eager_train_step(eager, optimizer, x, y, sigma),
-                                                args.batch_size, repeats)
+                                                batch_size, repeats, device)
         for trainer, label in TRAINERS.items():
             if trainer in speeds:
-                rows.append(f"| {preset} ({config.model.core}, {side} px) | {label} | {speeds[trainer]:,.0f} | "
-                            f"{speeds[trainer] / speeds['float32']:.2f}× |")
+                rows.append(f"| {preset} ({config.model.core}, {side} px) | {batch_size} | {label} | "
+                            f"{speeds[trainer]:,.0f} | {speeds[trainer] / speeds['float32']:.2f}× |")
+    where = "one CPU thread" if device.type == "cpu" else "on the GPU (one CPU thread launching)"
     lines = [
         "# Training throughput: ram-train vs eager PyTorch RAM",
         "",
         f"Command: `python {' '.join(shlex.quote(a) for a in ['benchmarks/bench_train.py', *(argv or sys.argv[1:])])}`",
         "",
-        f"Each preset's network, batch {args.batch_size}, M = 1, its σ, Adam, one thread, median of {repeats} steps.",
+        f"Each preset's network, M = 1, its σ, Adam, {where}, median of {repeats} steps.",
         "",
-        "| network | trainer | images/s | vs ram-train float32 |",
-        "|---|---|---:|---:|",
+        "| network | batch | trainer | images/s | vs ram-train float32 |",
+        "|---|---:|---|---:|---:|",
         *rows,
         "",
-        "All are bound by the same matrix products (cProfile of our float32 step: backward ≈ half, the `Linear`",
-        "forwards ≈ a quarter, the compiled sensor ≈ 5 %), so the eager ratio is what the per-sample crop loop and",
-        "per-step lists add to the eager trainer (at inference, where the loop's overhead is not hidden by backward,",
-        "it is larger: see engine.md). `precision=bfloat16` runs those products in bfloat16 under `torch.autocast`;",
-        "what it gains depends on the CPU (AVX-512 BF16 or AMX) and grows with the network.",
-        "",
+        *(CPU_NOTE if device.type == "cpu" else []),
         "Machine:",
         "",
         *markdown_lines(machine_details()),

@@ -159,8 +159,8 @@ class EagerRAM(nn.Module):
     def episode(self, x, std):
         """kevinzakka's training/inference loop: T−1 steps collecting lists, then the last step with the classifier."""
         n = x.shape[0]
-        h_t = torch.zeros(n, self.h2h.in_features)
-        l_t = torch.tensor(self.initial_location).expand(n, 2)
+        h_t = torch.zeros(n, self.h2h.in_features, device=x.device)
+        l_t = torch.tensor(self.initial_location, device=x.device).expand(n, 2)
         locs, baselines, log_pis = [], [], []
         for _ in range(self.T - 1):
             locs.append(l_t)

@@ -93,8 +93,9 @@ def test_bench_train_quick(tmp_path):
     rows = table_rows(out)
     # the header; mnist: float32, bfloat16, the eager peer; cluttered60 (an LSTM: no eager peer): float32, bfloat16
     assert len(rows) == 1 + 3 + 2
-    trainers = [row.split(" | ")[1] for row in rows[1:]]
+    trainers = [row.split(" | ")[2] for row in rows[1:]]
     assert [trainer.startswith("ram-train") for trainer in trainers] == [True, True, False, True, True]
+    assert {row.split(" | ")[1] for row in rows[1:]} == {"8"}  # the batch column
 
 
 def test_run_all_runs_the_chosen_benchmarks(tmp_path):

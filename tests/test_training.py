@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import gzip
 import json
 import math
@@ -14,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ram_infer.sensor import available_backends
+
 torch = pytest.importorskip("torch")
 
 from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
+from training.evaluate import errors_per_glimpse  # noqa: E402
 from training.export import load_checkpoint  # noqa: E402
 from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
@@ -349,7 +354,7 @@ def test_torchrun_data_parallel_run_trains_and_checkpoints(data_root: Path, tmp_
     """Two gloo processes on the CPU (torchrun): the run completes, rank 0 checkpoints and logs every step once."""
     torchrun = Path(sys.executable).with_name("torchrun")
     argv = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "training.train", "train", "--preset", "mnist",
-            "--out", str(tmp_path), "--no-progress", f"data_root={data_root}", "steps=6", "batch_size=16",
+            "--out", str(tmp_path), "--device", "cpu", "--no-progress", f"data_root={data_root}", "steps=6", "batch_size=16",
             "eval_images=32", "eval_every=3", "checkpoint_every=3", "log_every=1", "model.core_hidden=16", "threads=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
@@ -408,3 +413,47 @@ def test_weight_average_switched_on_at_resume_is_replayed_by_ema_from(data_root:
     assert "cannot change ema_decay (0.8)" in capsys.readouterr().err
     with pytest.raises(ValueError, match="ema_decay must be in"):
         apply_overrides(TrainConfig(), ["ema_decay=1"])
+
+
+def _require_cuda_sensor() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    if "cuda" not in available_backends():
+        pytest.skip("ram_infer was built without the CUDA sensor (rebuild with RAM_INFER_CUDA=ON)")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("core", ["rnn", "lstm"])
+def test_mean_policy_rollout_on_cuda_matches_the_cpu(core: str) -> None:
+    """Same weights and images: the CUDA sensor and cuBLAS give the CPU's glimpse path and, to rounding, its logits."""
+    _require_cuda_sensor()
+    torch.manual_seed(0)
+    model = RecurrentAttention(dataclasses.replace(SMALL, core=core))
+    x = torch.from_numpy(synthetic_digits(64, seed=3)[0][:, None])  # (64, 1, 28, 28)
+    on_cpu = model.rollout(x)
+    on_gpu = copy.deepcopy(model).cuda().rollout(x.cuda())
+    torch.testing.assert_close(on_gpu.locations.cpu(), on_cpu.locations, atol=1e-5, rtol=0)
+    torch.testing.assert_close(on_gpu.logits.cpu(), on_cpu.logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.cuda
+def test_training_on_cuda_resumes_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
+    _require_cuda_sensor()
+    common = ["--preset", "mnist", "--device", "cuda", *tiny_run(data_root, "eval_every=4", "checkpoint_every=4")]
+    whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *common, "steps=8"])
+    assert all(p.is_cuda for p in whole.values())
+    split = str(tmp_path / "split")
+    assert main(["train", "--out", split, *common, "steps=8", "--stop-at", "3"]) == 0
+    resumed = parameters_after(["train", "--out", split, "--resume", "--no-progress", "--device", "cuda"])
+    assert all(torch.equal(whole[name], resumed[name]) for name in whole)
+
+
+@pytest.mark.cuda
+def test_a_run_trained_on_cuda_reads_on_the_cpu(data_root: Path, tmp_path: Path) -> None:
+    """The tiny run of `trained`, on the GPU; its checkpoint then runs the deterministic policy on the CPU."""
+    _require_cuda_sensor()
+    trainer = Trainer(tiny_config(data_root, steps=150, eval_every=150), tmp_path, torch.device("cuda"))
+    trainer.run(progress=False)
+    model = load_checkpoint(tmp_path / "checkpoint.pt")[0].eval()
+    images, labels = synthetic_digits(512, seed=1)  # data_root's validation split
+    assert errors_per_glimpse(model, images[:, None], labels)[-1] < 0.2

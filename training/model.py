@@ -38,8 +38,8 @@ def glimpse(x: torch.Tensor, l: torch.Tensor, config: ModelConfig) -> torch.Tens
     """
     g, k, s = config.glimpse_size, config.num_scales, config.scale_factor
     l = l.detach().float().contiguous()  # under bfloat16 autocast μ_t is bfloat16; the sensor reads float32
-    if x.is_cuda:
-        return extract_glimpses(x, l, g, k, s)
+    if x.is_cuda:  # on torch's current stream, so the kernel is ordered with the ops around it
+        return extract_glimpses(x, l, g, k, s, stream=torch.cuda.current_stream(x.device).cuda_stream)
     return torch.from_numpy(extract_glimpses(x.numpy(), l.numpy(), g, k, s))
 
 
