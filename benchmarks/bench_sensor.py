@@ -1,7 +1,7 @@
 """Glimpses per second of the glimpse sensor ρ(x, l): compiled C++, the numpy reference, and an eager PyTorch crop loop.
 
 Where the CUDA sensor is built and a GPU is present, the CUDA kernel and the same crop loop on CUDA tensors join
-them (each call timed until its glimpses exist).
+them (each call timed until its glimpses exist), with and without the NaN check that reads the locations back.
 
 Run from the repository root (writes a markdown table that records the machine):
 
@@ -53,6 +53,8 @@ def methods(images: np.ndarray, locations: np.ndarray) -> dict[str, Callable[[],
     if "cuda" in available_backends() and torch.cuda.is_available():
         x, l = x.cuda(), l.cuda()
         contenders["CUDA"] = functools.partial(_synchronized, lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda"))
+        contenders["CUDA, check_nan=False"] = functools.partial(
+            _synchronized, lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda", check_nan=False))
         contenders["torch loop (CUDA)"] = functools.partial(_synchronized, functools.partial(torch_crop_loop, x, l,
                                                                                              *GLIMPSE.values()))
     return contenders

@@ -63,9 +63,10 @@ py::array_t<float> extract_glimpses_cpu(const py::array& images, const py::array
 
 #if defined(RAM_INFER_WITH_CUDA)
 // Device arrays arrive as raw pointers from __cuda_array_interface__; ram_infer/sensor.py has checked their dtype,
-// shape and contiguity. The kernel file checks the locations for NaN.
+// shape and contiguity. The kernel file checks the locations for NaN if asked.
 void extract_glimpses_cuda(uintptr_t images, uintptr_t locations, uintptr_t out, std::vector<int64_t> image_shape,
-                           int64_t glimpse_size, int64_t num_scales, int64_t scale_factor, uintptr_t stream) {
+                           int64_t glimpse_size, int64_t num_scales, int64_t scale_factor, uintptr_t stream,
+                           bool check_nan) {
   const ram::SensorSpec spec = ram::check_spec(glimpse_size, num_scales, scale_factor);
   RAM_CHECK(image_shape.size() == 4, "images must have shape (N, C, H, W)");
   const ram::ImageShape shape = ram::check_image_shape(image_shape[0], image_shape[1], image_shape[2], image_shape[3]);
@@ -73,7 +74,7 @@ void extract_glimpses_cuda(uintptr_t images, uintptr_t locations, uintptr_t out,
   RAM_CHECK(images != 0 && locations != 0 && out != 0, "device pointers must not be null");
   py::gil_scoped_release release;
   ram::extract_glimpses_cuda(reinterpret_cast<const float*>(images), reinterpret_cast<const float*>(locations),
-                             reinterpret_cast<float*>(out), shape, spec, reinterpret_cast<void*>(stream));
+                             reinterpret_cast<float*>(out), shape, spec, reinterpret_cast<void*>(stream), check_nan);
 }
 #endif
 
@@ -96,7 +97,9 @@ PYBIND11_MODULE(_sensor, m) {
 #if defined(RAM_INFER_WITH_CUDA)
   m.def("extract_glimpses_cuda", &extract_glimpses_cuda, py::arg("images"), py::arg("locations"), py::arg("out"),
         py::arg("image_shape"), py::arg("glimpse_size"), py::arg("num_scales"), py::arg("scale_factor"),
-        py::arg("stream") = 0, "The same on device pointers (from __cuda_array_interface__) on `stream`.");
+        py::arg("stream") = 0, py::arg("check_nan") = true,
+        "The same on device pointers (from __cuda_array_interface__) on `stream`; check_nan=False skips the NaN\n"
+        "check and its stream synchronisation (NaN locations then give NaN glimpses).");
   m.attr("built_with_cuda") = true;
 #else
   m.attr("built_with_cuda") = false;

@@ -93,11 +93,12 @@ void extract_glimpses_cpu(const float* images, const float* locations, float* ou
                           const SensorSpec& spec, int threads);
 
 #if defined(RAM_INFER_WITH_CUDA)
-// CUDA kernel (cuda/sensor_cuda.cu). Device pointers; `stream` is a cudaStream_t (0 = default stream). Copies the
-// locations to the host first to reject NaN (std::invalid_argument), which also synchronises the stream.
+// CUDA kernel (cuda/sensor_cuda.cu). Device pointers; `stream` is a cudaStream_t (0 = default stream). With
+// check_nan it copies the locations to the host first to reject NaN (std::invalid_argument), which synchronises the
+// stream; without, it stays asynchronous and a NaN location gives NaN glimpses.
 // Throws std::runtime_error with the CUDA error text if a copy or launch fails.
 void extract_glimpses_cuda(const float* images, const float* locations, float* out, const ImageShape& shape,
-                           const SensorSpec& spec, void* stream);
+                           const SensorSpec& spec, void* stream, bool check_nan);
 // Number of usable CUDA devices; 0 without a GPU or driver.
 int cuda_device_count();
 #endif

@@ -50,6 +50,7 @@ def extract_glimpses_cuda(
     num_scales: int,
     scale_factor: int,
     stream: int = 0,
+    check_nan: bool = True,
 ) -> None:
     """Takes the glimpses on the GPU, from and into device memory. Only in builds where ``built_with_cuda`` is True.
 
@@ -64,8 +65,9 @@ def extract_glimpses_cuda(
         glimpse_size: g >= 1.
         num_scales: k >= 1.
         scale_factor: s >= 1.
-        stream: a ``cudaStream_t`` handle; 0 is the default stream. The call synchronises it once, to read the
-            locations back and reject NaN, then launches the kernel without waiting for it.
+        stream: a ``cudaStream_t`` handle; 0 is the default stream.
+        check_nan: read the locations back and reject NaN, which synchronises the stream once before the launch;
+            False launches at once (never waiting for the kernel either way), and NaN locations give NaN glimpses.
 
     Raises:
         ValueError: a bad parameter or image shape, a null pointer, or a NaN location.

@@ -47,6 +47,7 @@ def extract_glimpses(
     out: Any = None,
     threads: int | None = None,
     stream: int = 0,
+    check_nan: bool = True,
 ) -> Any:
     """Takes the glimpse ρ(x, l) of every image at its location.
 
@@ -63,6 +64,8 @@ def extract_glimpses(
             that have no ``new_empty``).
         threads: CPU threads for the compiled kernel; None lets it choose. The result does not depend on it.
         stream: CUDA stream handle for the CUDA backend (0 = the default stream).
+        check_nan: CUDA backend only: False skips the NaN check of the locations, which copies them to the host and
+            so waits for the stream; NaN locations then give NaN glimpses. The host backends always check.
 
     Returns:
         ndarray[N, k, C, g, g], float32 (a device array of the input's kind for the CUDA backend).
@@ -77,7 +80,7 @@ def extract_glimpses(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {('auto',) + BACKENDS}, got {backend!r}")
     if backend == "cuda":
-        return _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream)
+        return _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream, check_nan)
     if on_device:
         raise ValueError(f"images are a CUDA array; backend {backend!r} needs host memory (use backend='cuda')")
     images, locations = np.asarray(images), np.asarray(locations)
@@ -204,7 +207,7 @@ def _device_pointer(array: Any, name: str, shape: tuple[int, ...] | None = None)
     return int(interface["data"][0])
 
 
-def _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream):
+def _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream, check_nan):
     if _sensor is None or not _sensor.built_with_cuda:
         raise RuntimeError("this build of ram_infer has no CUDA sensor (rebuild with RAM_INFER_CUDA=ON and nvcc on PATH)")
     if _sensor.cuda_device_count() == 0:
@@ -229,5 +232,6 @@ def _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out
         num_scales,
         scale_factor,
         stream,
+        check_nan,
     )
     return out

@@ -74,6 +74,12 @@ def boundary_locations(height: int, width: int, rng: np.random.Generator) -> np.
     return np.concatenate([np.array(points, np.float32).reshape(-1, 2), random]).astype(np.float32)
 
 
+def test_onnx_sensor_has_the_ir_version_of_the_bundled_step_models() -> None:
+    """Not the installed onnx's newest IR (14 in onnx 1.23), which an older onnxruntime (1.30: up to 13) refuses."""
+    sensor = build_sensor_model(SensorSpec(8, 2, 2), 1, 28, 28)
+    assert {sensor.ir_version} == {onnx.load(str(path)).ir_version for path in bundled_models().values()}
+
+
 @pytest.mark.parametrize(("g", "k", "s", "C", "H", "W"), SENSORS)
 def test_onnx_sensor_gives_the_compiled_sensors_floats(g: int, k: int, s: int, C: int, H: int, W: int) -> None:
     rng = np.random.default_rng(g * 1000 + H)

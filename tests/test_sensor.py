@@ -371,6 +371,21 @@ def test_cuda_nan_location_raises():
 
 
 @pytest.mark.cuda
+def test_cuda_without_the_nan_check_gives_nan_glimpses_for_nan_locations_only():
+    _require_backend("cuda")
+    import torch
+
+    images, locations = random_images(4, 2, 9, 7), LOOP_LOCATIONS[:4].copy()
+    locations[1, 0] = locations[3, 1] = np.nan
+    rho = extract_glimpses(torch.from_numpy(images).cuda(), torch.from_numpy(locations).cuda(), 3, 2, 2,
+                           check_nan=False)
+    torch.cuda.synchronize()
+    rho = rho.cpu().numpy()
+    assert np.isnan(rho[[1, 3]]).all()
+    np.testing.assert_array_equal(rho[[0, 2]], extract_glimpses_reference(images[[0, 2]], locations[[0, 2]], 3, 2, 2))
+
+
+@pytest.mark.cuda
 def test_cuda_host_locations_raise():
     _require_backend("cuda")
     import torch

@@ -395,7 +395,7 @@ def test_weight_average_is_validated_kept_and_resumed_bit_for_bit(data_root: Pat
         assert torch.equal(split["model"][name], trained)
     assert not all(torch.equal(best[name], whole["model"][name]) for name in best)
     shipped, _, _ = load_checkpoint(tmp_path / "whole" / "checkpoint.pt")  # what ram-train card would export
-    assert all(torch.equal(value, best[name]) for name, value in shipped.state_dict().items())
+    assert all(torch.equal(value, best[name].cpu()) for name, value in shipped.state_dict().items())
 
 
 def test_weight_average_switched_on_at_resume_is_replayed_by_ema_from(data_root: Path, tmp_path: Path,

@@ -178,7 +178,10 @@ def build_sensor_model(spec: SensorSpec, channels: int, height: int, width: int,
         [helper.make_tensor_value_info("glimpse", TensorProto.FLOAT, ["batch", spec.num_scales, channels, g, g])],
         initializer=list(b.constants.values()),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    opsets = [helper.make_opsetid("", opset)]
+    # The oldest IR version of that opset, as the step models have: make_model's default, the installed onnx's newest,
+    # can be newer than an onnxruntime user has (onnx 1.23 writes IR 14, onnxruntime 1.30 reads up to 13).
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(model, full_check=True)
     return model
 

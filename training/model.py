@@ -38,8 +38,11 @@ def glimpse(x: torch.Tensor, l: torch.Tensor, config: ModelConfig) -> torch.Tens
     """
     g, k, s = config.glimpse_size, config.num_scales, config.scale_factor
     l = l.detach().float().contiguous()  # under bfloat16 autocast μ_t is bfloat16; the sensor reads float32
-    if x.is_cuda:  # on torch's current stream, so the kernel is ordered with the ops around it
-        return extract_glimpses(x, l, g, k, s, stream=torch.cuda.current_stream(x.device).cuda_stream)
+    if x.is_cuda:
+        # On torch's current stream, so the kernel is ordered with the ops around it. No NaN check: it would wait for
+        # the stream on every glimpse, and a NaN μ_t (diverged weights) already shows as a NaN loss.
+        stream = torch.cuda.current_stream(x.device).cuda_stream
+        return extract_glimpses(x, l, g, k, s, stream=stream, check_nan=False)
     return torch.from_numpy(extract_glimpses(x.numpy(), l.numpy(), g, k, s))
 
 
