@@ -108,7 +108,10 @@ class RecurrentAttention(nn.Module):
             if location_std:
                 noise = torch.randn(step.mean.shape, generator=generator, device=step.mean.device)  # (N, 2)
                 sample = (step.mean + location_std * noise).detach()  # (N, 2)
-                log_probs.append(torch.distributions.Normal(step.mean, location_std).log_prob(sample).sum(1))
+                # validate_args=False: the checks reduce on the device and read the answer back, a stream
+                # synchronisation per glimpse on a GPU; μ_t is a tanh and σ a positive setting.
+                policy = torch.distributions.Normal(step.mean, location_std, validate_args=False)
+                log_probs.append(policy.log_prob(sample).sum(1))
                 baselines.append(step.baseline)
                 l_t = sample.clamp(-1.0, 1.0)
             else:
