@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ram_infer import load_model  # noqa: E402
-from training.card import location_std_text, verify_export  # noqa: E402
+from training.card import location_std_text, regularisation_text, verify_export  # noqa: E402
 from training.config import ModelConfig, TrainConfig  # noqa: E402
 from ram_infer.metadata import SensorSpec  # noqa: E402
 from training.evaluate import digit_reach, errors_per_glimpse, evaluate_onnx  # noqa: E402
@@ -184,6 +184,14 @@ def test_card_tells_how_sigma_moved() -> None:
     assert location_std_text(changed) == "0.15 until step 380,000, then 0.09"
     annealed = TrainConfig(model=ModelConfig(location_std=0.2), location_std_final=0.05)
     assert location_std_text(annealed) == "0.2 annealed linearly to 0.05"
+
+
+def test_card_tells_the_augmentation_and_the_averaging_that_shaped_its_weights() -> None:
+    config = TrainConfig(max_rotation=10, max_scale=0.1, ema_decay=0.9995, ema_from=83_000)
+    assert regularisation_text(config, 120_000) == (
+        "training images turned by up to ±10°, scaled by up to ±10 %; weights averaged (decay 0.9995) from step 83,000")
+    assert regularisation_text(config, 83_000) == "training images turned by up to ±10°, scaled by up to ±10 %"
+    assert regularisation_text(TrainConfig(), 1_000) == ""
 
 
 def at_pixel(x: int, y: int, size: int) -> list[float]:

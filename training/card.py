@@ -223,6 +223,21 @@ def location_std_text(config: TrainConfig) -> str:
     return ", then ".join([*legs, last])
 
 
+def regularisation_text(config: TrainConfig, step: int) -> str:
+    """The augmentation and weight averaging that shaped the weights of ``step``, in words (empty when none did)."""
+    changes = []
+    if config.max_shift:
+        changes.append(f"moved by up to {config.max_shift} px")
+    if config.max_rotation:
+        changes.append(f"turned by up to ±{config.max_rotation:g}°")
+    if config.max_scale:
+        changes.append(f"scaled by up to ±{config.max_scale * 100:g} %")
+    parts = [f"training images {', '.join(changes)}"] if changes else []
+    if config.ema_decay and step > config.ema_from:
+        parts.append(f"weights averaged (decay {config.ema_decay:g}) from step {config.ema_from:,}")
+    return "; ".join(parts)
+
+
 def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConfig,
                    command: str | None) -> dict[str, Any]:
     """How the model was trained, for ``ram.training``: command, preset, steps, wall time, hardware, versions.
@@ -349,13 +364,15 @@ def render_card(
         lines += ["(Reconstructed from the run's configuration: its preset plus the settings that differ from it.)", ""]
     if facts.get("schedule_legs"):
         lines += [schedule_text(facts["schedule_legs"], facts["planned_steps"]), ""]
+    regularisation = regularisation_text(config, facts["steps"])
+    regularisation = f"; {regularisation}" if regularisation else ""
     lines += [
         f"- Preset `{facts['preset']}`; {facts['steps']} optimiser steps to this checkpoint "
         f"(the run: {facts['run_steps']} of {facts['planned_steps']}), batch {config.batch_size}, "
         f"{config.mc_samples} location sample(s) per image, Adam lr {config.learning_rate:g} with cosine decay to "
         f"×{config.lr_decay_to:g}, location σ {location_std_text(config)}, "
         f"{config.reinforce_to_core:g} of the REINFORCE gradient into the core, auxiliary per-step loss weight "
-        f"{config.aux_weight:g}.",
+        f"{config.aux_weight:g}{regularisation}.",
         f"- Wall time: {_duration(facts['wall_time_s'])} to this checkpoint, {_duration(facts['run_wall_time_s'])} "
         f"for the run (training and validation, from the run's log).",
         f"- Hardware: {facts['hardware']['cpu']}, {facts['hardware']['cores']} cores, torch "
