@@ -48,7 +48,7 @@ CPU_NOTE = [
     "",
 ]
 
-# What the GPU table shows, as profiled on an H200 (torch.profiler, the mnist network at batch 128).
+# What the GPU table shows, as profiled on an H200 (`--profile --device cuda`: the mnist network at batch 128).
 CUDA_NOTE = [
     "At these sizes a GPU step is bound by PyTorch's CPU-side cost per operation, not by the GPU: the profiler",
     "counted about 430 kernel launches per step and the GPU busy for about 1.5 ms of a 14 ms step, so a step costs",
@@ -87,6 +87,24 @@ def ram_train_step(config, x: torch.Tensor, y: torch.Tensor, precision: str):
     return step
 
 
+def profile_table(config, batch_size: int, device: torch.device) -> str:
+    """torch.profiler's operators, by their own CPU time, over five float32 steps (after a warm-up step)."""
+    side = config.model.height
+    x = torch.rand(batch_size, 1, side, side, device=device)
+    y = torch.randint(0, 10, (batch_size,), device=device)
+    step = ram_train_step(config, x, y, "float32")
+    step()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profile:
+        for _ in range(5):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=50)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="few repeats (a smoke test)")
@@ -94,9 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, nargs="+", default=[128])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the networks train; the CUDA sensor must be built for cuda (default: %(default)s)")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead, print torch.profiler's table of five float32 steps of the first preset's "
+                             "network at the first batch size (what CUDA_NOTE was read from)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(1)
+    if args.profile:
+        print(profile_table(load_preset(PRESETS_MEASURED[0]), args.batch_size[0], device))
+        return 0
     repeats = 3 if args.quick else 30
     rng = np.random.default_rng(0)
     rows = []

@@ -98,6 +98,14 @@ def test_bench_train_quick(tmp_path):
     assert {row.split(" | ")[1] for row in rows[1:]} == {"8"}  # the batch column
 
 
+def test_bench_train_profile_lists_the_steps_operators(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "train.md"
+    table = run_script("bench_train.py", "--profile", "--batch-size", "4", "--out", out).stdout
+    assert "aten::addmm" in table and "Self CPU time total" in table
+    assert not out.exists()  # profiling writes no results table
+
+
 def test_run_all_runs_the_chosen_benchmarks(tmp_path):
     pytest.importorskip("torch")
     run_script("run_all.py", "--quick", "--only", "sensor", "--out-dir", tmp_path)
