@@ -52,11 +52,12 @@ def methods(images: np.ndarray, locations: np.ndarray) -> dict[str, Callable[[],
     contenders["torch loop"] = crop_loop
     if "cuda" in available_backends() and torch.cuda.is_available():
         x, l = x.cuda(), l.cuda()
-        contenders["CUDA"] = functools.partial(_synchronized, lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda"))
-        contenders["CUDA, check_nan=False"] = functools.partial(
-            _synchronized, lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda", check_nan=False))
-        contenders["torch loop (CUDA)"] = functools.partial(_synchronized, functools.partial(torch_crop_loop, x, l,
-                                                                                             *GLIMPSE.values()))
+        on_gpu = {
+            "CUDA": lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda"),
+            "CUDA, check_nan=False": lambda: extract_glimpses(x, l, **GLIMPSE, backend="cuda", check_nan=False),
+            "torch loop (CUDA)": functools.partial(torch_crop_loop, x, l, *GLIMPSE.values()),
+        }
+        contenders.update({name: functools.partial(_synchronized, run) for name, run in on_gpu.items()})
     return contenders
 
 

@@ -73,6 +73,19 @@ def tiny_rnn_path(tmp_path_factory) -> Path:
     return export_tiny_model("rnn", tmp_path_factory.mktemp("tiny_rnn_only")).path
 
 
+def require_backend(name: str) -> str:
+    """Skips the test unless the sensor backend ``name`` is usable here (for "cuda": built, and torch sees a GPU)."""
+    from ram_infer.sensor import available_backends
+
+    if name not in available_backends():
+        pytest.skip(f"backend {name!r} is not available here (available: {available_backends()})")
+    if name == "cuda":
+        torch = pytest.importorskip("torch")
+        if not torch.cuda.is_available():
+            pytest.skip("torch sees no CUDA device")
+    return name
+
+
 def make_images(n: int, seed: int = 0, size: tuple[int, int] = (28, 28)) -> np.ndarray:
     """``[n, 1, H, W]`` float32 test images in [0, 1]: a few random bright strokes on a dark background."""
     rng = np.random.default_rng(seed)

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from conftest import require_backend
 from ram_infer.sensor import available_backends, extract_glimpses, extract_glimpses_reference
 
 # The contract's tolerance between implementations (DESIGN.md); images below hold values in [0, 1).
@@ -52,32 +53,22 @@ def glimpse_by_loop(images: np.ndarray, locations: np.ndarray, g: int, k: int, s
     return rho
 
 
-def _require_backend(name: str) -> str:
-    if name not in available_backends():
-        pytest.skip(f"backend {name!r} is not available here (available: {available_backends()})")
-    if name == "cuda":
-        torch = pytest.importorskip("torch")
-        if not torch.cuda.is_available():
-            pytest.skip("torch sees no CUDA device")
-    return name
-
-
 @pytest.fixture(scope="module", params=["numpy", "cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def backend(request: pytest.FixtureRequest) -> str:
     """Every backend usable here (module scope, so hypothesis tests may use it)."""
-    return _require_backend(request.param)
+    return require_backend(request.param)
 
 
 @pytest.fixture(scope="module", params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def compiled_backend(request: pytest.FixtureRequest) -> str:
     """The compiled backends usable here, to compare with the numpy reference."""
-    return _require_backend(request.param)
+    return require_backend(request.param)
 
 
 @pytest.fixture(params=["numpy", "cpu"])
 def host_backend(request: pytest.FixtureRequest) -> str:
     """The backends taking host arrays, which share the input checks and their messages."""
-    return _require_backend(request.param)
+    return require_backend(request.param)
 
 
 def run_backend(backend: str, images: np.ndarray, locations: np.ndarray, g: int, k: int, s: int) -> np.ndarray:
@@ -354,7 +345,7 @@ def test_non_ndarray_out_raises(host_backend):
 def test_torch_cpu_tensors_are_accepted(backend_name):
     torch = pytest.importorskip("torch")
     if backend_name != "auto":
-        _require_backend(backend_name)
+        require_backend(backend_name)
     images, locations = random_images(4, 3, 11, 13), LOOP_LOCATIONS[:4]
     rho = extract_glimpses(torch.from_numpy(images), torch.from_numpy(locations), 3, 2, 2, backend=backend_name)
     np.testing.assert_array_equal(rho, extract_glimpses_reference(images, locations, 3, 2, 2))
@@ -362,7 +353,7 @@ def test_torch_cpu_tensors_are_accepted(backend_name):
 
 @pytest.mark.cuda
 def test_cuda_nan_location_raises():
-    _require_backend("cuda")
+    require_backend("cuda")
     import torch
 
     locations = torch.tensor([[0.0, float("nan")]], device="cuda")
@@ -372,7 +363,7 @@ def test_cuda_nan_location_raises():
 
 @pytest.mark.cuda
 def test_cuda_without_the_nan_check_gives_nan_glimpses_for_nan_locations_only():
-    _require_backend("cuda")
+    require_backend("cuda")
     import torch
 
     images, locations = random_images(4, 2, 9, 7), LOOP_LOCATIONS[:4].copy()
@@ -387,7 +378,7 @@ def test_cuda_without_the_nan_check_gives_nan_glimpses_for_nan_locations_only():
 
 @pytest.mark.cuda
 def test_cuda_host_locations_raise():
-    _require_backend("cuda")
+    require_backend("cuda")
     import torch
 
     with pytest.raises(ValueError, match="locations must be a CUDA array too"):
@@ -414,7 +405,7 @@ def test_repeated_calls_are_bit_identical(backend, determinism_batch):
 @pytest.fixture(scope="module")
 def single_thread_glimpses(determinism_batch) -> np.ndarray:
     """The compiled CPU kernel's glimpses [512, k, 1, g, g] of the determinism batch on one thread."""
-    return extract_glimpses(*determinism_batch, *DETERMINISM_SPEC, backend=_require_backend("cpu"), threads=1)
+    return extract_glimpses(*determinism_batch, *DETERMINISM_SPEC, backend=require_backend("cpu"), threads=1)
 
 
 @pytest.mark.parametrize("threads", [2, 3, 64, None])

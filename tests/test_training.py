@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ram_infer.sensor import available_backends
+from conftest import require_backend
 
 torch = pytest.importorskip("torch")
 
@@ -354,8 +354,8 @@ def test_torchrun_data_parallel_run_trains_and_checkpoints(data_root: Path, tmp_
     """Two gloo processes on the CPU (torchrun): the run completes, rank 0 checkpoints and logs every step once."""
     torchrun = Path(sys.executable).with_name("torchrun")
     argv = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "training.train", "train", "--preset", "mnist",
-            "--out", str(tmp_path), "--device", "cpu", "--no-progress", f"data_root={data_root}", "steps=6", "batch_size=16",
-            "eval_images=32", "eval_every=3", "checkpoint_every=3", "log_every=1", "model.core_hidden=16", "threads=1"]
+            "--out", str(tmp_path), "--device", "cpu", "--no-progress", f"data_root={data_root}", "steps=6",
+            "batch_size=16", "eval_images=32", "eval_every=3", "checkpoint_every=3", "log_every=1", "model.core_hidden=16", "threads=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -415,18 +415,11 @@ def test_weight_average_switched_on_at_resume_is_replayed_by_ema_from(data_root:
         apply_overrides(TrainConfig(), ["ema_decay=1"])
 
 
-def _require_cuda_sensor() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("torch sees no CUDA device")
-    if "cuda" not in available_backends():
-        pytest.skip("ram_infer was built without the CUDA sensor (rebuild with RAM_INFER_CUDA=ON)")
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("core", ["rnn", "lstm"])
 def test_mean_policy_rollout_on_cuda_matches_the_cpu(core: str) -> None:
     """Same weights and images: the CUDA sensor and cuBLAS give the CPU's glimpse path and, to rounding, its logits."""
-    _require_cuda_sensor()
+    require_backend("cuda")
     torch.manual_seed(0)
     model = RecurrentAttention(dataclasses.replace(SMALL, core=core))
     x = torch.from_numpy(synthetic_digits(64, seed=3)[0][:, None])  # (64, 1, 28, 28)
@@ -438,7 +431,7 @@ def test_mean_policy_rollout_on_cuda_matches_the_cpu(core: str) -> None:
 
 @pytest.mark.cuda
 def test_training_on_cuda_resumes_bit_for_bit(data_root: Path, tmp_path: Path) -> None:
-    _require_cuda_sensor()
+    require_backend("cuda")
     common = ["--preset", "mnist", "--device", "cuda", *tiny_run(data_root, "eval_every=4", "checkpoint_every=4")]
     whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *common, "steps=8"])
     assert all(p.is_cuda for p in whole.values())
@@ -451,7 +444,7 @@ def test_training_on_cuda_resumes_bit_for_bit(data_root: Path, tmp_path: Path) -
 @pytest.mark.cuda
 def test_a_run_trained_on_cuda_reads_on_the_cpu(data_root: Path, tmp_path: Path) -> None:
     """The tiny run of `trained`, on the GPU; its checkpoint then runs the deterministic policy on the CPU."""
-    _require_cuda_sensor()
+    require_backend("cuda")
     trainer = Trainer(tiny_config(data_root, steps=150, eval_every=150), tmp_path, torch.device("cuda"))
     trainer.run(progress=False)
     model = load_checkpoint(tmp_path / "checkpoint.pt")[0].eval()
