@@ -192,6 +192,8 @@ def test_card_tells_the_augmentation_and_the_averaging_that_shaped_its_weights()
         "training images turned by up to ±10°, scaled by up to ±10 %; weights averaged (decay 0.9995) from step 83,000")
     assert regularisation_text(config, 83_000) == "training images turned by up to ±10°, scaled by up to ±10 %"
     assert regularisation_text(TrainConfig(), 1_000) == ""
+    elastic = TrainConfig(elastic_pixels=1.0, elastic_spacing=8)
+    assert regularisation_text(elastic, 1_000) == "training images distorted elastically (1 px over 8 px)"
 
 
 def at_pixel(x: int, y: int, size: int) -> list[float]:

@@ -25,7 +25,7 @@ from training.evaluate import errors_per_glimpse  # noqa: E402
 from training.export import load_checkpoint  # noqa: E402
 from training.losses import hybrid_loss  # noqa: E402
 from training.model import RecurrentAttention, Rollout  # noqa: E402
-from training.train import Trainer, learning_rate_at, main, random_affine  # noqa: E402
+from training.train import Trainer, elastic_displacement, learning_rate_at, main, random_affine  # noqa: E402
 
 SMALL = ModelConfig(glimpse_size=4, num_scales=3, num_glimpses=3, glimpse_hidden=16, location_hidden=16,
                     glimpse_features=32, core_hidden=32, location_std=0.15)
@@ -263,9 +263,29 @@ def test_random_affine_turns_and_scales_each_image_about_its_centre() -> None:
     torch.testing.assert_close(same, blob, atol=1e-6, rtol=0)  # no turn, no scale: the image itself
 
 
+def test_elastic_displacement_is_a_smooth_field_of_the_asked_size_that_moves_the_image() -> None:
+    shape = torch.Size([64, 1, 60, 60])
+    field = elastic_displacement(shape, 2.0, 8.0, torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert field.shape == (64, 60, 60, 2)
+    pixels = field * 30  # normalised units back to pixels: a pixel is 2/60
+    assert 0.6 * 2.0 < float(pixels.std()) < 2.0  # interpolation between control points lowers it a little
+    neighbours = torch.corrcoef(torch.stack([pixels[:, :, :-1].flatten(), pixels[:, :, 1:].flatten()]))[0, 1]
+    assert neighbours > 0.95  # smooth: a stroke bends, it does not break into noise
+    again = elastic_displacement(shape, 4.0, 8.0, torch.Generator().manual_seed(3), torch.device("cpu"))
+    torch.testing.assert_close(again, 2 * field)  # same draws, twice the size
+    # a uniform displacement of +3 px in x samples the input 3 px to the right: the image moves 3 px left
+    image = torch.zeros(1, 1, 60, 60)
+    image[0, 0, 30, 40] = 1.0
+    moved = random_affine(image, 0.0, 0.0, torch.Generator(), torch.full((1, 60, 60, 2), 0.0).index_fill_(
+        3, torch.tensor([0]), 3 * 2 / 60))
+    assert moved[0, 0, 30, 37] == pytest.approx(1.0, abs=1e-5) and float(moved.sum()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="elastic_pixels must be"):
+        apply_overrides(TrainConfig(), ["elastic_pixels=-1"])
+
+
 def test_augmented_run_resumes_bit_for_bit_and_differs_from_a_plain_one(data_root: Path, tmp_path: Path) -> None:
     common = ["--preset", "mnist", *tiny_run(data_root, "eval_every=4", "checkpoint_every=4", "steps=6")]
-    augmented = [*common, "max_rotation=15", "max_scale=0.1"]
+    augmented = [*common, "max_rotation=15", "max_scale=0.1", "elastic_pixels=1.0"]
     whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *augmented])
     assert main(["train", "--out", str(tmp_path / "split"), *augmented, "--stop-at", "3"]) == 0
     resumed = parameters_after(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"])

@@ -232,6 +232,8 @@ def regularisation_text(config: TrainConfig, step: int) -> str:
         changes.append(f"turned by up to ±{config.max_rotation:g}°")
     if config.max_scale:
         changes.append(f"scaled by up to ±{config.max_scale * 100:g} %")
+    if config.elastic_pixels:
+        changes.append(f"distorted elastically ({config.elastic_pixels:g} px over {config.elastic_spacing:g} px)")
     parts = [f"training images {', '.join(changes)}"] if changes else []
     if config.ema_decay and step > config.ema_from:
         parts.append(f"weights averaged (decay {config.ema_decay:g}) from step {config.ema_from:,}")

@@ -83,6 +83,10 @@ class TrainConfig:
     # factor in 1 ± max_scale about its centre (bilinear, zero fill), after any shift
     max_rotation: float = 0.0
     max_scale: float = 0.0
+    # augmentation: elastic distortion (Simard et al. 2003), each pixel moved by a smooth random field with a standard
+    # deviation of elastic_pixels px that varies over ≈ elastic_spacing px; 0 switches it off
+    elastic_pixels: float = 0.0
+    elastic_spacing: float = 8.0
     # "bfloat16": the training episodes and the loss run under torch.autocast, their matrix products in bfloat16
     # (≈ 2× the images per second on a CPU with AVX-512 BF16 or AMX). Weights, optimiser, validation and the
     # exported model stay float32.
@@ -109,6 +113,9 @@ class TrainConfig:
         if not (0 <= self.ema_decay < 1 and self.ema_from >= 0):
             raise ValueError(f"ema_decay must be in [0, 1) and ema_from a step ≥ 0, got {self.ema_decay} and "
                              f"{self.ema_from}")
+        if not (self.elastic_pixels >= 0 and self.elastic_spacing >= 1):
+            raise ValueError(f"elastic_pixels must be ≥ 0 and elastic_spacing ≥ 1 pixel, got {self.elastic_pixels} and "
+                             f"{self.elastic_spacing}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         self.location_std_legs = _checked_legs("location_std_legs", self.location_std_legs, float,
