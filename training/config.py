@@ -83,8 +83,8 @@ class TrainConfig:
     # factor in 1 ± max_scale about its centre (bilinear, zero fill), after any shift
     max_rotation: float = 0.0
     max_scale: float = 0.0
-    # augmentation: elastic distortion (Simard et al. 2003), each pixel moved by a smooth random field with a standard
-    # deviation of elastic_pixels px that varies over ≈ elastic_spacing px; 0 switches it off
+    # augmentation: elastic distortion (Simard et al. 2003), each pixel moved by a smooth random field: normal shifts
+    # of elastic_pixels px at control points elastic_spacing px apart, interpolated; 0 switches it off
     elastic_pixels: float = 0.0
     elastic_spacing: float = 8.0
     # "bfloat16": the training episodes and the loss run under torch.autocast, their matrix products in bfloat16
