@@ -276,8 +276,9 @@ def test_elastic_displacement_is_a_smooth_field_of_the_asked_size_that_moves_the
     # a uniform displacement of +3 px in x samples the input 3 px to the right: the image moves 3 px left
     image = torch.zeros(1, 1, 60, 60)
     image[0, 0, 30, 40] = 1.0
-    moved = random_affine(image, 0.0, 0.0, torch.Generator(), torch.full((1, 60, 60, 2), 0.0).index_fill_(
-        3, torch.tensor([0]), 3 * 2 / 60))
+    uniform = torch.zeros(1, 60, 60, 2)
+    uniform[..., 0] = 3 * 2 / 60  # x, in normalised units
+    moved = random_affine(image, 0.0, 0.0, torch.Generator(), uniform)
     assert moved[0, 0, 30, 37] == pytest.approx(1.0, abs=1e-5) and float(moved.sum()) == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(ValueError, match="elastic_pixels must be"):
         apply_overrides(TrainConfig(), ["elastic_pixels=-1"])

@@ -160,17 +160,24 @@ class Trainer:
         with open(self.out_dir / LOG, "a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The batch of self.step turned, scaled and distorted elastically as configured, in one resampling."""
+        c = self.config
+        if not (c.max_rotation or c.max_scale or c.elastic_pixels):
+            return x
+        displacement = None
+        if c.elastic_pixels:
+            displacement = elastic_displacement(x.shape, c.elastic_pixels, c.elastic_spacing,
+                                                step_generator(c, self.step, self.rank, self.device, 4), self.device)
+        return random_affine(x, c.max_rotation, c.max_scale, step_generator(c, self.step, self.rank, self.device, 3),
+                             displacement)
+
     def train_step(self) -> dict[str, float]:
         """One optimiser step on the batch and the location noise that belong to self.step."""
         c = self.config
         images, labels = self.stream.batch(self.step)
         x = torch.from_numpy(images).to(self.device)  # (B, C, H, W)
-        if c.max_rotation or c.max_scale or c.elastic_pixels:
-            displacement = (elastic_displacement(x.shape, c.elastic_pixels, c.elastic_spacing,
-                                                 step_generator(c, self.step, self.rank, self.device, 4), self.device)
-                            if c.elastic_pixels else None)
-            x = random_affine(x, c.max_rotation, c.max_scale, step_generator(c, self.step, self.rank, self.device, 3),
-                              displacement)
+        x = self.augment(x)
         x = x.repeat(c.mc_samples, 1, 1, 1)  # (M·B, C, H, W)
         y = torch.from_numpy(labels).to(self.device).repeat(c.mc_samples)  # (M·B,)
         for group in self.optimizer.param_groups:
