@@ -9,20 +9,26 @@ A directory stands for the image files directly inside it (by suffix, sorted). `
 path of each image; with several inputs, each gets ``OUT``'s name with the input's stem appended
 (``trace.png`` → ``trace_digit_7.png``), so two inputs with the same stem overwrite each other's trace.
 
-An input that fails (missing, empty, corrupt, unreadable, a directory without images) prints one line
-``file: problem`` on stderr (and ``{"file", "error"}`` on stdout with ``--json``); the other inputs are still
-processed, and the exit status is 2. A model that cannot be loaded, or whose step network fails to run, stops
-everything with one line and status 2. In text output a file name's control characters and undecodable bytes are
-escaped (``\n``, ``\udcff``), so every result stays one line; JSON output carries the name as given.
+An input that fails (missing, empty, corrupt, unreadable, a directory without images, a trace that cannot be
+written) prints one line ``file: problem`` on stderr (and ``{"file", "error"}`` on stdout with ``--json``, the only
+record of that input); the other inputs are still processed, and the exit status is 2. A model that cannot be
+loaded, or whose step network fails to run or gives non-finite values, stops everything with one line and status 2,
+as does output that cannot be written (a full disk; a closed pipe, as in ``ram-infer dir/ | head -1``, ends it
+silently). Ctrl-C ends any run at once with status 130. In text output the control characters and undecodable bytes
+of file names and of what the model's metadata supplies (labels, data set) are escaped (``\n``, ``\x1b``,
+``\udcff``), so every result stays one line and nothing reaches the terminal as a control sequence; JSON output
+carries them as JSON strings.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
 import numpy as np
 
@@ -36,7 +42,9 @@ if TYPE_CHECKING:
 # them, so that `ram-infer --version` and `--help` do not pay for loading them.
 
 DEFAULT_MODEL = "mnist"
-EXIT_OK, EXIT_FAILED = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130  # 130 = 128 + SIGINT, what a shell reports for Ctrl-C
+# Decoded images of one batch at most (float32 [B, C, H, W]): a model with a large input runs in smaller batches.
+BATCH_BYTES = 256 << 20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: the arguments without the program name; None reads ``sys.argv``.
 
     Returns:
-        0 if every input was classified, 2 if any failed or the model could not be loaded.
+        0 if every input was classified, 2 if any failed or the model could not be loaded. Ctrl-C ends the process
+        with status 130 without returning.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     for stream in (sys.stdout, sys.stderr):
@@ -60,7 +69,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit:  # argparse has printed the usage error (or --help)
         return exit.code if isinstance(exit.code, int) else EXIT_FAILED
-    return _Run(args, sys.stdout, sys.stderr).run()
+    try:
+        status = _interruptible(_Run(args, sys.stdout, sys.stderr).run)
+        sys.stdout.flush()  # here, not at interpreter exit, where a write error becomes an "Exception ignored" text
+    except BrokenPipeError:  # the reader went away (`| head -1`): as for any Unix filter, not an error to report
+        _discard_stdout()
+        return EXIT_FAILED
+    except OSError as error:  # the output cannot be written, e.g. a full disk
+        _discard_stdout()
+        sys.stderr.write(f"ram-infer: cannot write the output ({error.strerror or error})\n")
+        return EXIT_FAILED
+    return status
+
+
+def _interruptible(work: Callable[[], int]) -> int:
+    """Runs ``work`` on a worker thread, so that Ctrl-C ends the process at once with status 130.
+
+    Python handles a signal only between bytecodes of its main thread, so Ctrl-C during one long call into ONNX
+    Runtime, the sensor or a decoder would wait for that call to end. Here the main thread only waits, and waiting
+    is interrupted by the signal. The worker's exceptions (write errors included) are raised again here.
+    """
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["status"] = work()
+        except BaseException as error:  # noqa: BLE001 - handed to the main thread, which raises it
+            outcome["error"] = error
+
+    worker = threading.Thread(target=target, name="ram-infer", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        sys.stderr.write("ram-infer: interrupted\n")
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)  # the worker may be inside a C call that cannot be stopped; do not wait for it
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["status"]
+
+
+def _discard_stdout() -> None:
+    """Points stdout at /dev/null, so that the flush at interpreter exit does not fail (and print) a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a replaced sys.stdout (tests) has no file descriptor
+        pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,7 +136,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="also report the K best classes")
     parser.add_argument("--trace", type=Path, default=None, metavar="OUT", help="draw the glimpse path (.png, or .gif)")
     parser.add_argument("--early-exit", type=_probability, default=None, metavar="P", help="stop at confidence >= P")
-    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: all)")
+    parser.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: all; at most the cores)"
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=256, metavar="B", help="images per batch")
     parser.add_argument(
         "--max-pixels",
@@ -104,7 +167,8 @@ def _probability(text: str) -> float:
 
 
 def _printable(name: str) -> str:
-    """``name`` with control characters and undecodable bytes (surrogate escapes) written as Python escapes."""
+    """``name`` with control characters (ANSI escapes' ESC included) and undecodable bytes (surrogate escapes) written as
+    Python escapes: one line, nothing the terminal interprets."""
     if name.isprintable():
         return name
     return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in name)
@@ -136,11 +200,14 @@ class _Run:
         if engine is None:
             return EXIT_FAILED
         inputs = self.expand(self.args.files)
-        progress = _Progress(len(inputs), self.args.batch_size, self.err)
+        shape = engine.info.input
+        # Files are decoded a batch at a time, so memory follows the batch, not the number of files.
+        batch = min(self.args.batch_size, max(1, BATCH_BYTES // (4 * shape.channels * shape.height * shape.width)))
+        progress = _Progress(len(inputs), batch, self.err)
         try:
-            for begin in range(0, len(inputs), self.args.batch_size):
-                self.classify(engine, inputs[begin : begin + self.args.batch_size], several=len(inputs) > 1)
-                progress.update(min(len(inputs), begin + self.args.batch_size))
+            for begin in range(0, len(inputs), batch):
+                self.classify(engine, inputs[begin : begin + batch], several=len(inputs) > 1)
+                progress.update(min(len(inputs), begin + batch))
         except _ModelFailed as error:
             progress.close()
             self.err.write(f"{_printable(str(error))}\n")
@@ -152,7 +219,7 @@ class _Run:
         """Reports one failed input: ``file: problem`` on stderr, and a JSON line on stdout with --json."""
         self.failed = True
         problem = problem[len(file) + 2 :] if problem.startswith(f"{file}: ") else problem
-        self.err.write(f"{_printable(file)}: {problem}\n")
+        self.err.write(f"{_printable(file)}: {_printable(problem)}\n")
         if self.args.json:
             self.out.write(json.dumps({"file": file, "error": problem}) + "\n")
 
@@ -169,12 +236,18 @@ class _Run:
             return None
         import onnxruntime
 
+        from ram_infer.engine import usable_cores
+
         # ONNX Runtime logs a failing node on stderr itself; the CLI reports every failure in its own one line.
         onnxruntime.set_default_logger_severity(4)
+        threads = self.args.threads
+        if threads is not None and threads > usable_cores():
+            cores = usable_cores()
+            self.err.write(f"ram-infer: --threads {threads} is more than the {cores} usable cores; using {cores}\n")
         try:
-            return load_model(name, threads=self.args.threads)
+            return load_model(name, threads=threads)
         except (ModelFormatError, OSError) as error:
-            self.err.write(f"{error}\n")
+            self.err.write(f"{_printable(str(error))}\n")
             return None
 
     def expand(self, names: Sequence[str]) -> list[str]:
@@ -229,10 +302,8 @@ class _Run:
         for i, file in enumerate(files):
             if i in problems:
                 self.fail(file, problems[i])
-                continue
-            self.report(engine.info, file, prediction, row_of[i])
-            if self.args.trace is not None:
-                self.trace(engine.info, file, decoded[i], prediction, row_of[i], several)
+            elif self.args.trace is None or self.trace(engine.info, file, decoded[i], prediction, row_of[i], several):
+                self.report(engine.info, file, prediction, row_of[i])
 
     def report(self, info: ModelInfo, file: str, prediction: Prediction, row: int) -> None:
         probabilities = prediction.probabilities[row]
@@ -255,26 +326,34 @@ class _Run:
                 record["top_k"] = [{"label": name, "probability": round(p, 6)} for name, p in top]
             self.out.write(json.dumps(record) + "\n")
             return
-        line = f"{_printable(file)}: {label} ({confidence:.1%}, {used} glimpses)"
+        line = f"{_printable(file)}: {_printable(label)} ({confidence:.1%}, {used} glimpses)"
         if top:
-            line += "  top " + ", ".join(f"{name} {p:.1%}" for name, p in top)
+            line += "  top " + ", ".join(f"{_printable(name)} {p:.1%}" for name, p in top)
         self.out.write(line + "\n")
 
     def trace(
         self, info: ModelInfo, file: str, image: np.ndarray, prediction: Prediction, row: int, several: bool
-    ) -> None:
+    ) -> bool:
+        """Writes the input's trace; if it cannot, reports the input as failed (its only record) and returns False."""
         from ram_infer.draw import draw_glimpses, save_trace
 
         out = self.args.trace
         if several:
             out = out.with_name(f"{out.stem}_{Path(file).stem}{out.suffix}")
         frames = draw_glimpses(
-            image, prediction.locations[row], info.sensor, info.input, glimpses_used=int(prediction.glimpses_used[row])
+            image,
+            prediction.locations[row],
+            info.sensor,
+            info.input,
+            glimpses_used=int(prediction.glimpses_used[row]),
+            last_only=out.suffix.lower() != ".gif",  # a PNG shows the last frame alone
         )
         try:
             save_trace(out, frames)
         except (OSError, ValueError) as error:
             self.fail(file, f"cannot write the trace {out} ({error})")
+            return False
+        return True
 
     def list_models(self, bundled: dict[str, Path]) -> int:
         from ram_infer import engine
@@ -300,7 +379,9 @@ class _Run:
                 }
                 self.out.write(json.dumps(record) + "\n")
             else:
-                self.out.write(f"{name}: {info.dataset}, test error {error}, {info.num_glimpses} glimpses ({path})\n")
+                self.out.write(
+                    f"{name}: {_printable(info.dataset)}, test error {error}, {info.num_glimpses} glimpses ({path})\n"
+                )
         return EXIT_FAILED if self.failed else EXIT_OK
 
 

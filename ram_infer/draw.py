@@ -3,7 +3,7 @@
 For glimpse t the k boxes are the sensor's patches: scale i covers ``g·sⁱ`` pixels centred on the contract's centre
 pixel (``ram_infer.sensor.centre_pixel``), starting ``side // 2`` before it (DESIGN.md). Boxes are
 numbered 1 … T and the centres joined by a line, on the model input upscaled by an integer factor to at least
-``min_side`` pixels.
+``min_side`` pixels, within a budget of pixels over all frames (``MAX_TRACE_PIXELS``; a large input is drawn smaller).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from ram_infer.metadata import InputFormat, SensorSpec
 from ram_infer.sensor import centre_pixel
 
 DEFAULT_MIN_SIDE = 280
+# RGB pixels of all frames together (≈ 100 MB): a GIF of T frames of a 1×8192 input upscaled to 280 px would be 5 GB.
+MAX_TRACE_PIXELS = 1 << 25
 FRAME_MILLISECONDS = 600
 # One colour per glimpse, cycling: distinct on both dark and light backgrounds.
 COLOURS = ((255, 64, 64), (255, 170, 0), (230, 230, 0), (64, 220, 64), (0, 200, 255), (90, 120, 255), (220, 90, 255))
@@ -32,6 +34,7 @@ def draw_glimpses(
     *,
     glimpses_used: int | None = None,
     min_side: int = DEFAULT_MIN_SIDE,
+    last_only: bool = False,
 ) -> list[Image.Image]:
     """Draws the glimpse path, one frame per glimpse (frame t shows glimpses 1 … t).
 
@@ -41,10 +44,12 @@ def draw_glimpses(
         sensor: the model's sensor (g, k, s), for the box sizes.
         input_format: the model's input format, to turn values back into 8-bit pixels.
         glimpses_used: draw only the first glimpses (``Prediction.glimpses_used[i]``); None draws all.
-        min_side: the picture's shorter side is upscaled by an integer factor to at least this.
+        min_side: the picture's shorter side is upscaled by an integer factor to at least this, unless the frames
+            would exceed ``MAX_TRACE_PIXELS`` (then the factor is as large as they allow, below 1 if need be).
+        last_only: draw only the last frame (a PNG needs no other).
 
     Returns:
-        RGB frames, one per glimpse; the last one shows the whole path.
+        RGB frames, one per glimpse (or just the last); the last one shows the whole path.
 
     Raises:
         ValueError: image or locations of the wrong shape.
@@ -55,34 +60,41 @@ def draw_glimpses(
         raise ValueError(f"locations must have shape (T, 2), got {locations.shape}")
     count = len(locations) if glimpses_used is None else min(int(glimpses_used), len(locations))
     _, h, w = image.shape
-    factor = max(1, math.ceil(min_side / min(h, w)))
+    first = count if last_only else 1
+    factor = _zoom(h, w, count - first + 1, min_side)
     pixels = np.clip(image * input_format.value_scale, 0, 255).round().astype(np.uint8)  # (C, H, W)
     base = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).convert("RGB")
-    base = base.resize((w * factor, h * factor), Image.Resampling.NEAREST)
+    resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.BOX
+    base = base.resize((max(1, round(w * factor)), max(1, round(h * factor))), resample)
     cx = centre_pixel(locations[:count, 0], w)  # (count,)
     cy = centre_pixel(locations[:count, 1], h)  # (count,)
-    font = ImageFont.load_default(size=max(10, 3 * factor))
+    font = ImageFont.load_default(size=max(10, int(3 * factor)))
+    thin, thick = max(1, int(factor) // 5), max(1, int(factor) // 4)
     frames = []
-    for t in range(1, count + 1):
+    for t in range(first, count + 1):
         frame = base.copy()
         pen = ImageDraw.Draw(frame)
         points = [((x + 0.5) * factor, (y + 0.5) * factor) for x, y in zip(cx[:t], cy[:t])]
         if len(points) > 1:
-            pen.line(points, fill=(255, 255, 255), width=max(1, factor // 4))
+            pen.line(points, fill=(255, 255, 255), width=thick)
         for i in range(t):
             colour = COLOURS[i % len(COLOURS)]
             for scale in range(sensor.num_scales):
                 side = sensor.glimpse_size * sensor.scale_factor**scale
                 left, top = int(cx[i]) - side // 2, int(cy[i]) - side // 2
-                pen.rectangle(
-                    (left * factor, top * factor, (left + side) * factor - 1, (top + side) * factor - 1),
-                    outline=colour,
-                    width=max(1, factor // 5),
-                )
+                box = [round(v * factor) for v in (left, top, left + side, top + side)]
+                pen.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), outline=colour, width=thin)
             corner = int(cx[i]) - sensor.glimpse_size // 2, int(cy[i]) - sensor.glimpse_size // 2  # scale 0's
             pen.text(((corner[0] + 0.3) * factor, (corner[1] + 0.1) * factor), str(i + 1), fill=colour, font=font)
         frames.append(frame)
     return frames
+
+
+def _zoom(height: int, width: int, frames: int, min_side: int) -> float:
+    """The drawing's scale: the integer factor that brings the shorter side to ``min_side``, within the budget."""
+    factor = max(1, math.ceil(min_side / min(height, width)))
+    allowed = math.sqrt(MAX_TRACE_PIXELS / (frames * height * width))
+    return factor if factor <= allowed else (math.floor(allowed) if allowed >= 1 else allowed)
 
 
 def save_trace(path: str | os.PathLike, frames: list[Image.Image]) -> None:

@@ -31,9 +31,13 @@ from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 from ram_infer import sensor
 from ram_infer.images import DEFAULT_MAX_PIXELS, load_image
 from ram_infer.metadata import ModelFormatError, ModelInfo
+from ram_infer.model_file import read_model
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_BATCH_SIZE = 256
+# Bytes of the per-thread buffers of one internal batch (glimpses, states, locations, every step's logits): a model
+# whose per-image buffers are large runs in smaller internal batches, so memory does not grow with T × classes × batch.
+WORKSPACE_BYTES = 256 << 20
 _WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
 _ORT_LOAD_ERRORS = (
     _ort_errors.Fail,
@@ -77,17 +81,36 @@ def bundled_models() -> dict[str, Path]:
 def resolve_model(name_or_path: str | os.PathLike) -> Path:
     """The file of a bundled model name or a path.
 
+    A bundled name always means the bundled model, whatever files the working directory holds; anything else must
+    look like a path (an ``os.PathLike``, or text with a directory separator or ending in ``.onnx``), so a file
+    ``./mnist`` is never loaded in place of the bundled ``mnist`` by accident.
+
     Raises:
-        FileNotFoundError: neither an existing file nor a bundled model's name.
+        FileNotFoundError: not a bundled model's name, and not a path (or no such file).
     """
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
     bundled = bundled_models()
-    if str(name_or_path) in bundled:
-        return bundled[str(name_or_path)]
-    available = ", ".join(bundled) if bundled else f"none yet in {MODELS_DIR}"
-    raise FileNotFoundError(f"{name_or_path}: no such model file, and not a bundled model name (bundled: {available})")
+    if isinstance(name_or_path, str) and name_or_path in bundled:
+        return bundled[name_or_path]
+    text = os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and not _looks_like_a_path(text):
+        available = ", ".join(bundled) if bundled else f"none yet in {MODELS_DIR}"
+        raise FileNotFoundError(
+            f"{text}: not a bundled model name (bundled: {available}); give a file as a path (./{text} or NAME.onnx)"
+        )
+    return Path(name_or_path)
+
+
+def _looks_like_a_path(text: str) -> bool:
+    separators = {"/", os.sep, os.altsep} - {None}
+    return any(separator in text for separator in separators) or text.lower().endswith(".onnx")
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, which containers and ``taskset`` narrow)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no sched_getaffinity on macOS and Windows
+        return max(1, os.cpu_count() or 1)
 
 
 def load_model(
@@ -100,15 +123,17 @@ def load_model(
         providers: ONNX Runtime execution providers in order of preference, e.g.
             ``["CUDAExecutionProvider", "CPUExecutionProvider"]``; None runs on the CPU. Unavailable ones are
             dropped with a RuntimeWarning. The sensor always runs on the CPU.
-        threads: intra-op threads of ONNX Runtime and of the sensor; None lets them choose (all cores). Results do
-            not depend on it.
+        threads: intra-op threads of ONNX Runtime and of the sensor; None lets them choose (all cores); more than
+            the usable cores (``usable_cores()``) are capped to them. Results do not depend on it.
 
     Returns:
         An Engine.
 
     Raises:
         FileNotFoundError: no such file or bundled model.
-        ModelFormatError: the file is not an ONNX model, or its ``ram.*`` metadata is missing or inconsistent.
+        ModelFormatError: the file is not an ONNX model, not a regular file, holds operators or external data
+            outside the step-model format (``ram_infer.model_file``), or its ``ram.*`` metadata is missing or
+            inconsistent.
     """
     return Engine(resolve_model(name_or_path), providers=providers, threads=threads)
 
@@ -129,15 +154,17 @@ class Engine:
         self.path = Path(path)
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
-        self.threads = threads
+        # More threads than cores only add contention (256 threads made one digit 9x slower), and every one a thread.
+        self.threads = None if threads is None else min(threads, usable_cores())
         options = ort.SessionOptions()
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors reach the caller as exceptions; ORT's own log would say them twice
-        if threads is not None:
-            options.intra_op_num_threads = threads
+        options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log would say them twice
+        if self.threads is not None:
+            options.intra_op_num_threads = self.threads
+        model = read_model(self.path)  # checked, so ONNX Runtime reads these bytes and nothing else from the disk
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=_usable_providers(providers))
+            self.session = ort.InferenceSession(model, options, providers=_usable_providers(providers))
         except _ORT_LOAD_ERRORS as error:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise ModelFormatError(f"{self.path}: not a readable ONNX model ({reason})") from None
@@ -147,6 +174,14 @@ class Engine:
         self._run, self._raw_binding = _direct_runner(self.session)
         self._glimpse = _direct_sensor()
         self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
+        workspace_bytes = 4 * (
+            int(np.prod(self.info.glimpse_shape))
+            + 2 * self.info.state_size
+            + 2 * (self.info.num_glimpses + 1)
+            + self.info.num_glimpses * self.info.num_classes
+        )
+        self._max_chunk = max(1, WORKSPACE_BYTES // workspace_bytes)  # images per internal batch, at most
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, dataset={self.info.dataset!r}, providers={list(self.providers)})"
@@ -178,7 +213,8 @@ class Engine:
                 ``early_exit``/``batch_size``. The images are not scanned as a whole (that would make the cost grow
                 with their size, which RAM exists to avoid): a NaN or inf pixel that a glimpse reads makes the
                 location or the logits non-finite, and only then are the images checked.
-            ModelFormatError: the step network fails to run (its graph does not do what its declared shapes say).
+            ModelFormatError: the step network fails to run (its graph does not do what its declared shapes say), or
+                gives a non-finite location or logits from finite images (e.g. a recurrent state that overflows).
         """
         x = self._check_images(images)
         if early_exit is not None and not 0 < early_exit <= 1:
@@ -186,38 +222,41 @@ class Engine:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n, T, classes = len(x), self.info.num_glimpses, self.info.num_classes
-        step_logits = np.empty((n, T, classes), np.float32)  # (N, T, classes)
+        logits = np.empty((n, classes), np.float32)  # (N, classes)
+        step_logits = np.empty((n, T, classes), np.float32) if steps else None  # (N, T, classes)
         locations = np.empty((n, T, 2), np.float32)  # (N, T, 2)
         glimpses_used = np.full(n, T, np.int64)  # (N,)
+        chunk = min(batch_size, self._max_chunk)
         try:
-            for begin in range(0, n, batch_size):
-                end = min(n, begin + batch_size)
+            for begin in range(0, n, chunk):
+                rows = slice(begin, min(n, begin + chunk))
+                chunk_logits = np.empty((rows.stop - begin, T, classes), np.float32)  # (n, T, classes)
                 if early_exit is None:
-                    self._run_episode(x[begin:end], step_logits[begin:end], locations[begin:end])
+                    self._run_episode(x[rows], chunk_logits, locations[rows])
                 else:
                     self._run_episode_early_exit(
-                        x[begin:end], early_exit, step_logits[begin:end], locations[begin:end],
-                        glimpses_used[begin:end],
+                        x[rows], early_exit, chunk_logits, locations[rows], glimpses_used[rows]
                     )
+                logits[rows] = chunk_logits[np.arange(len(chunk_logits)), glimpses_used[rows] - 1]
+                if step_logits is not None:
+                    step_logits[rows] = chunk_logits
         except (RuntimeError, *_ORT_LOAD_ERRORS) as error:
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ModelFormatError(f"{self.path}: the step network failed to run ({reason})") from None
-        except ValueError:  # the sensor refuses a NaN location, which a glimpsed NaN or inf pixel produces
+        except ValueError:  # the sensor refuses a NaN location: from a glimpsed NaN or inf pixel, or from the network
             _refuse_non_finite(x)
-            raise
-        if not np.isfinite(step_logits).all():
+            raise ModelFormatError(f"{self.path}: the step network gave a NaN location") from None
+        outputs = (logits, locations) if step_logits is None else (logits, locations, step_logits)
+        if not all(np.isfinite(output).all() for output in outputs):
             _refuse_non_finite(x)
-        if early_exit is None:
-            logits = step_logits[:, T - 1].copy()  # (N, classes)
-        else:
-            logits = step_logits[np.arange(n), glimpses_used - 1]  # (N, classes)
+            raise ModelFormatError(f"{self.path}: the step network gave non-finite logits or locations (NaN or inf)")
         return Prediction(
             labels=logits.argmax(axis=1).astype(np.int64, copy=False),  # intp is int64 on 64-bit platforms: no copy
             probabilities=_softmax(logits),
             logits=logits,
             locations=locations,
             glimpses_used=glimpses_used,
-            step_probabilities=_softmax(step_logits) if steps else None,
+            step_probabilities=None if step_logits is None else _softmax(step_logits),
         )
 
     def predict_files(

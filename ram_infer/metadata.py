@@ -62,6 +62,15 @@ LIMITS = {
     "labels": 10_000,
 }
 MAX_PATCH_SIDE = 1 << 24  # the sensor's limit on g·s^(k-1) (csrc/checks.h kMaxPatchSide)
+# Bounds on products: each size may be within LIMITS while their product is not (an 8192×8192×4 input is 1 GiB per
+# image as float32, T × classes logits per image, and the pixels the sensor sums over a whole episode). Each is far
+# above the bundled models (at most 100·100·1 input values, 8 × 10 logits, 98 k pixel reads per image).
+PRODUCT_LIMITS = {
+    "input values (height × width × channels)": 1 << 24,  # 64 MiB per decoded image
+    "glimpse values (num_scales × channels × glimpse_size²)": 1 << 20,
+    "logits per episode (num_glimpses × classes)": 1 << 20,
+    "sensor pixel reads per episode": 1 << 32,  # T × C × Σ_scales min(patch area, image area)
+}
 
 
 class ModelFormatError(ValueError):
@@ -125,6 +134,20 @@ class ModelInfo:
     def num_classes(self) -> int:
         return len(self.labels)
 
+    def products(self) -> dict[str, int]:
+        """The sizes that ``PRODUCT_LIMITS`` bound, for this model."""
+        shape, spec = self.input, self.sensor
+        area = shape.height * shape.width
+        sides = [spec.glimpse_size * spec.scale_factor**i for i in range(spec.num_scales)]
+        return {
+            "input values (height × width × channels)": area * shape.channels,
+            "glimpse values (num_scales × channels × glimpse_size²)": int(math.prod(self.glimpse_shape)),
+            "logits per episode (num_glimpses × classes)": self.num_glimpses * self.num_classes,
+            "sensor pixel reads per episode": self.num_glimpses
+            * shape.channels
+            * sum(min(side * side, area) for side in sides),
+        }
+
     def to_metadata_props(self) -> dict[str, str]:
         """The ``ram.*`` entries to store in an ONNX model's ``metadata_props`` (JSON strings)."""
         values = {
@@ -172,7 +195,7 @@ class ModelInfo:
                 f"{source}: {PREFIX}sensor has a largest patch side glimpse_size * scale_factor^(num_scales - 1) "
                 f"above {MAX_PATCH_SIDE}"
             )
-        return cls(
+        info = cls(
             sensor=spec,
             num_glimpses=reader.integer("num_glimpses"),
             initial_location=reader.location("initial_location"),
@@ -191,6 +214,11 @@ class ModelInfo:
             training=reader.mapping("training", ()),
             format_version=version,
         )
+        for what, value in info.products().items():
+            if value > PRODUCT_LIMITS[what]:
+                limit = PRODUCT_LIMITS[what]
+                raise ModelFormatError(f"{source}: {PREFIX}* metadata asks for {value} {what}, above {limit}")
+        return info
 
     @classmethod
     def from_session(cls, session: Any, source: str) -> "ModelInfo":
@@ -205,10 +233,7 @@ class ModelInfo:
         """
         props = session.get_modelmeta().custom_metadata_map
         if props.get(GRAPH_KEY) == json.dumps(EPISODE_GRAPH):
-            raise ModelFormatError(
-                f"{source}: a full-episode model (image -> logits, locations), meant for any ONNX Runtime without "
-                "ram-infer; ram-infer runs the step model it was made from"
-            )
+            raise ModelFormatError(episode_model_message(source))
         info = cls.from_metadata_props(props, source)
         ports = {"input": session.get_inputs(), "output": session.get_outputs()}
         for kind, args in ports.items():
@@ -252,6 +277,14 @@ _KEY_OF = {
     "location_next": "the step contract",
     "logits": "ram.labels",
 }
+
+
+def episode_model_message(source: str) -> str:
+    """Why ram-infer refuses a full-episode model (``ram.graph`` = ``"episode"``)."""
+    return (
+        f"{source}: a full-episode model (image -> logits, locations), meant for any ONNX Runtime without "
+        "ram-infer; ram-infer runs the step model it was made from"
+    )
 
 
 def _check_ports(kind: str, ports, names: tuple[str, ...], expected: dict[str, tuple[int, ...]], source: str) -> None:

@@ -97,20 +97,80 @@ def _external_weights(proto) -> None:
 
 
 def _logits_wider_than_declared(proto) -> None:
-    """Pads the logits by a data-dependent width, which shape inference cannot see: the lie shows only when it runs."""
+    """Widens the logits to a data-dependent 11 columns, which shape inference cannot see: the lie shows only when it
+    runs. Built from operators the step-model format allows (ram_infer/model_file.py)."""
     for node in proto.graph.node:
         node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
+
+    def constant(name: str, value) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value)))
+
     proto.graph.node.extend(
         [
-            helper.make_node("NonZero", ["location"], ["nonzero"]),
-            helper.make_node("Shape", ["nonzero"], ["count"], start=1, end=2),
-            helper.make_node("Constant", [], ["one"], value=numpy_helper.from_array(np.array([1], np.int64))),
-            helper.make_node("Add", ["count", "one"], ["width"]),
-            helper.make_node("Constant", [], ["zeros"], value=numpy_helper.from_array(np.zeros(3, np.int64))),
-            helper.make_node("Concat", ["zeros", "width"], ["pads"], axis=0),
-            helper.make_node("Pad", ["logits_raw", "pads"], ["logits"]),
+            helper.make_node("Concat", ["logits_raw", "logits_raw"], ["wide"], axis=1),  # (batch, 20)
+            helper.make_node("ReduceSum", ["location"], ["total"], keepdims=0),  # a number known only when it runs
+            constant("zero", np.float32(0)),
+            constant("eleven", np.float32(11)),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["nothing", "eleven"], ["end_float"]),
+            helper.make_node("Cast", ["end_float"], ["end_scalar"], to=onnx.TensorProto.INT64),
+            constant("one_axis", np.array([1], np.int64)),
+            helper.make_node("Reshape", ["end_scalar", "one_axis"], ["end"]),
+            constant("start", np.array([0], np.int64)),
+            helper.make_node("Slice", ["wide", "start", "end", "one_axis"], ["logits"]),  # (batch, 11)
         ]
     )
+
+
+def _node(op: str, **attributes) -> Edit:
+    """Adds a node of operator ``op`` reading the location, its output unused."""
+
+    def edit(proto) -> None:
+        proto.graph.node.append(helper.make_node(op, ["location"], [f"unused_{op}"], **attributes))
+
+    return edit
+
+
+def _loop(proto) -> None:
+    """The hang of the security review: a Loop of 10^15 iterations (its body only counts)."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["condition_in"], ["condition_out"])],
+        "body",
+        [
+            helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+            helper.make_tensor_value_info("condition_in", onnx.TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("condition_out", onnx.TensorProto.BOOL, [])],
+    )
+    proto.graph.node.extend(
+        [
+            helper.make_node("Constant", [], ["trips"], value=numpy_helper.from_array(np.array(10**15, np.int64))),
+            helper.make_node("Constant", [], ["forever"], value=numpy_helper.from_array(np.array(True))),
+            helper.make_node("Loop", ["trips", "forever"], [], body=body),
+        ]
+    )
+
+
+def _function(proto) -> None:
+    proto.functions.append(
+        helper.make_function("com.example", "Twice", ["x"], ["y"], [helper.make_node("Add", ["x", "x"], ["y"])],
+                             [helper.make_opsetid("", 18)])
+    )
+
+
+def _external_constant(proto) -> None:
+    """A Constant node whose tensor points at a system file (read as logits by ONNX Runtime before 1.24)."""
+    tensor = numpy_helper.from_array(np.zeros(4, np.float32), "secret")
+    tensor.ClearField("raw_data")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="/etc/hostname")
+    proto.graph.node.append(helper.make_node("Constant", [], ["secret"], value=tensor))
+
+
+def _external_inside(proto) -> None:
+    """External data in the model's own folder: refused too, a step model embeds its weights."""
+    _external_weights(proto)
+    proto.graph.initializer[0].external_data[0].value = "weights.bin"
 
 
 EDITS = {
@@ -124,15 +184,36 @@ EDITS = {
     "renamed-output": (_rename_output("logits", "scores"), r"graph outputs must be .* got .*'scores'\]"),
     "extra-input": (_extra_input, r"graph inputs must be \['glimpse', 'location', 'state'\]"),
     # Files ONNX Runtime cannot load.
-    "unknown-op": (_unknown_op, r"not a readable ONNX model \(.+\)"),
+    "unknown-op": (_unknown_op, r"imports the operator domain 'com\.example\.ram'; a step model uses only the standard"),
     "future-opset": (_future_opset, r"not a readable ONNX model \(.+\)"),
-    "missing-external-weights": (_external_weights, r"not a readable ONNX model \(.+\)"),
+    # Refused before ONNX Runtime sees them (ram_infer/model_file.py): hangs, file reads, non-determinism.
+    "missing-external-weights": (_external_weights, r"tensor '.+' keeps its data outside the model file"),
+    "external-weights-inside-its-folder": (_external_inside, r"tensor '.+' keeps its data outside the model file"),
+    "external-constant": (_external_constant, r"tensor 'Constant\.value' keeps its data outside the model file"),
+    "loop": (_loop, r"operator 'Loop' is not one a step model uses \(control flow"),
+    "if": (_node("If", then_branch=helper.make_graph([], "t", [], []), else_branch=helper.make_graph([], "e", [], [])),
+           r"operator 'If' is not one a step model uses"),
+    "random": (_node("RandomNormalLike"), r"operator 'RandomNormalLike' is not one a step model uses"),
+    "size-from-data": (_node("ConstantOfShape"), r"operator 'ConstantOfShape' is not one a step model uses"),
+    "custom-domain-node": (_node("Relu", domain="com.microsoft"), r"operator 'Relu' of domain 'com\.microsoft'"),
+    "subgraph-attribute": (_node("Relu", body=helper.make_graph([], "g", [], [])), r"subgraph attribute 'body'"),
+    "local-function": (_function, r"defines model-local functions"),
+    "no-graph": (lambda proto: proto.ClearField("graph"), r"not an ONNX model \(no graph\)"),
     # Hostile metadata: absurd sizes, deep nesting, giant numbers.
     "huge-num-glimpses": (_set("ram.num_glimpses", "100000000"), r"ram\.num_glimpses must be <= 1000, got 100000000"),
     "huge-input": (
         _set("ram.input", json.dumps({"height": 10**6, "width": 28, "channels": 1, "value_scale": 255,
                                       "background": "dark", "placement": "mnist"})),
         r"ram\.input\.height must be <= 8192, got 1000000",
+    ),
+    "input-too-large-as-a-product": (
+        _set("ram.input", json.dumps({"height": 8192, "width": 8192, "channels": 4, "value_scale": 255,
+                                      "background": "dark", "placement": "mnist"})),
+        r"asks for 268435456 input values \(height × width × channels\), above 16777216",
+    ),
+    "logits-too-many-as-a-product": (
+        _both(_set("ram.num_glimpses", "1000"), _set("ram.labels", json.dumps([str(i) for i in range(2000)]))),
+        r"asks for 2000000 logits per episode \(num_glimpses × classes\), above 1048576",
     ),
     "too-many-labels": (_set("ram.labels", json.dumps([str(i) for i in range(20_000)])),
                         r"ram\.labels must have at most 10000 classes, got 20000"),
@@ -207,8 +288,12 @@ def test_cli_reports_a_model_that_fails_to_run_in_one_line(lying_model, digit_fi
     assert err.count("\n") == 1 and err.startswith(f"{lying_model}: the step network failed to run (")
 
 
-@pytest.mark.parametrize("name", ["missing.onnx", "folder.onnx"])
-def test_missing_model_path_raises_file_not_found(tmp_path, name):
+def test_missing_model_path_raises_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.onnx: no such model file"):
+        load_model(tmp_path / "missing.onnx")
+
+
+def test_directory_as_model_path_raises_model_format_error(tmp_path):
     (tmp_path / "folder.onnx").mkdir()
-    with pytest.raises(FileNotFoundError, match=rf"{name}: no such model file"):
-        load_model(tmp_path / name)
+    with pytest.raises(ModelFormatError, match=r"folder\.onnx: is a directory, not a model file"):
+        load_model(tmp_path / "folder.onnx")

@@ -195,7 +195,7 @@ def test_predict_files_names_the_bad_file(engine, tmp_path):
 
 
 def test_unknown_model_name_raises():
-    with pytest.raises(FileNotFoundError, match=r"no-such-model: no such model file, and not a bundled model name"):
+    with pytest.raises(FileNotFoundError, match=r"no-such-model: not a bundled model name \(bundled: .*\); give a file as a path"):
         load_model("no-such-model")
 
 

@@ -1,0 +1,242 @@
+"""Models and runs that misbehave after loading, and the edges of a run: each ends in one line and its exit status.
+
+Non-finite outputs of a step network (an overflowing recurrent state, NaN locations or logits), labels that would
+forge output lines or reach the terminal as escape sequences, a file that shadows a bundled model's name, thread
+counts above the cores, Ctrl-C, a closed pipe, a full disk, a trace that cannot be written, a model path that is a
+FIFO. Runs that must be seen at the file-descriptor level (ONNX Runtime's own log, signals, pipes) are subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ram_infer import ModelFormatError, load_model
+from ram_infer.cli import main
+from ram_infer.engine import usable_cores
+
+onnx = pytest.importorskip("onnx")
+helper, numpy_helper = onnx.helper, onnx.numpy_helper
+BUNDLED_MNIST = Path(load_model("mnist", threads=1).path)
+
+
+def _edited(source: Path, directory: Path, name: str, edit) -> Path:
+    proto = onnx.load(str(source))
+    edit(proto)
+    path = directory / f"{name}.onnx"
+    onnx.save(proto, str(path))
+    return path
+
+
+def _set_metadata(key: str, value) -> callable:
+    def edit(proto) -> None:
+        entry = next(p for p in proto.metadata_props if p.key == key)
+        entry.value = json.dumps(value)
+
+    return edit
+
+
+def _poison_output(output: str, value: float):
+    """Adds ``value`` (NaN or inf) to one output of the step network."""
+
+    def edit(proto) -> None:
+        for node in proto.graph.node:
+            node.output[:] = [f"{output}_raw" if name == output else name for name in node.output]
+        poison = numpy_helper.from_array(np.array(value, np.float32))
+        proto.graph.node.extend(
+            [
+                helper.make_node("Constant", [], ["poison"], value=poison),
+                helper.make_node("Add", [f"{output}_raw", "poison"], [output]),
+            ]
+        )
+
+    return edit
+
+
+def _cli(*args: str, cwd: Path | None = None, **options) -> subprocess.CompletedProcess:
+    """``ram-infer ARGS`` as a separate process, so that what reaches file descriptor 2 is seen too."""
+    return subprocess.run(
+        [sys.executable, "-m", "ram_infer", *args], capture_output=True, text=True, cwd=cwd, timeout=120, **options
+    )
+
+
+@pytest.fixture(scope="module")
+def poisoned(tiny_rnn_path, tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("poisoned")
+    edits = {
+        "nan-location": _poison_output("location_next", float("nan")),
+        "inf-state": _poison_output("state_next", float("inf")),
+        "nan-logits": _poison_output("logits", float("nan")),
+        "inf-location": _poison_output("location_next", float("inf")),
+    }
+    return {name: _edited(tiny_rnn_path, directory, name, edit) for name, edit in edits.items()}
+
+
+@pytest.mark.parametrize("name", ["nan-location", "inf-state", "nan-logits", "inf-location"])
+def test_non_finite_step_outputs_raise_model_format_error(poisoned, digit_files, name):
+    engine = load_model(poisoned[name], threads=1)
+    with pytest.raises(ModelFormatError, match=rf"{name}\.onnx: the step network gave (a NaN location|non-finite)"):
+        engine.predict_files(digit_files)
+
+
+@pytest.mark.parametrize("name", ["nan-location", "inf-state", "nan-logits"])
+def test_cli_reports_non_finite_outputs_in_one_line_without_json_records(poisoned, digit_files, name):
+    result = _cli(str(digit_files[0]), "--json", "--model", str(poisoned[name]))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.count("\n") == 1 and "the step network gave" in result.stderr
+
+
+def test_bundled_mnist_with_1000_glimpses_overflows_into_a_model_error(tmp_path, digit_files):
+    """The review's repro: the ReLU state of the bundled model overflows at step 751 on examples/digit_7.png."""
+    model = _edited(BUNDLED_MNIST, tmp_path, "mnist1000", _set_metadata("ram.num_glimpses", 1000))
+    result = _cli(*map(str, digit_files), "--json", "--model", str(model))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"{model}: the step network gave a NaN location\n"
+
+
+def test_a_model_that_fails_to_run_prints_one_line_on_file_descriptor_2(tiny_rnn_path, tmp_path, digit_files):
+    """ONNX Runtime logs a failing node itself, on fd 2; only our line may reach it."""
+    from test_bad_models import _logits_wider_than_declared
+
+    model = _edited(tiny_rnn_path, tmp_path, "lying", _logits_wider_than_declared)
+    result = _cli(str(digit_files[0]), "--model", str(model))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"{model}: the step network failed to run (")
+
+
+def test_bundled_name_wins_over_a_file_of_that_name_in_the_working_directory(tmp_path, digit_files):
+    (tmp_path / "mnist").write_bytes(b"not a model")
+    shutil.copy(digit_files[0], tmp_path / "digit.png")
+    bundled = _cli("digit.png", "--model", "mnist", cwd=tmp_path)
+    as_path = _cli("digit.png", "--model", "./mnist", cwd=tmp_path)
+    assert bundled.returncode == 0 and bundled.stdout.startswith("digit.png: ")
+    assert as_path.returncode == 2 and as_path.stderr.startswith("mnist: not a readable ONNX model")
+
+
+def test_a_bare_name_that_is_not_bundled_asks_for_a_path(tmp_path, tiny_rnn_path, monkeypatch):
+    shutil.copy(tiny_rnn_path, tmp_path / "mine")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"mine: not a bundled model name .* give a file as a path \(\./mine"):
+        load_model("mine")
+    assert load_model("./mine", threads=1).info.num_classes == 10
+
+
+HOSTILE_LABELS = ["zero\nforged.png: 1 (100.0%, 4 glimpses)", "\x1b[2J\x1b[31mred", "two\r", "three\u202e"] + [
+    str(i) for i in range(4, 10)
+]
+
+
+@pytest.fixture(scope="module")
+def hostile_labels_model(tiny_rnn_path, tmp_path_factory) -> Path:
+    edit = _set_metadata("ram.labels", HOSTILE_LABELS)
+    return _edited(tiny_rnn_path, tmp_path_factory.mktemp("labels"), "hostile_labels", edit)
+
+
+def test_labels_from_the_metadata_are_escaped_in_text_output(hostile_labels_model, digit_files, capsys):
+    status = main([*map(str, digit_files), "--top-k", "10", "--model", str(hostile_labels_model)])
+    out, _ = capsys.readouterr()
+    assert status == 0
+    assert out.count("\n") == len(digit_files) and "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert "\\x1b[2J\\x1b[31mred" in out and "zero\\nforged.png" in out
+
+
+def test_labels_from_the_metadata_travel_verbatim_in_json(hostile_labels_model, digit_files, capsys):
+    main([*map(str, digit_files), "--json", "--top-k", "10", "--model", str(hostile_labels_model)])
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == len(digit_files)
+    assert {entry["label"] for entry in records[0]["top_k"]} == set(HOSTILE_LABELS)
+
+
+def test_threads_above_the_cores_are_capped_with_a_message(tiny_rnn_path, digit_files):
+    assert load_model(tiny_rnn_path, threads=256).threads == usable_cores()
+    result = _cli(str(digit_files[0]), "--threads", "256", "--model", str(tiny_rnn_path))
+    assert result.returncode == 0 and result.stdout.count("\n") == 1
+    assert result.stderr == f"ram-infer: --threads 256 is more than the {usable_cores()} usable cores; using {usable_cores()}\n"
+
+
+@pytest.fixture
+def many_digits(tmp_path, digit_files) -> Path:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(400):
+        shutil.copy(digit_files[i % len(digit_files)], folder / f"{i:04d}.png")
+    return folder
+
+
+def test_ctrl_c_ends_a_run_with_status_130(tiny_rnn_path, tmp_path, many_digits):
+    slow = _edited(tiny_rnn_path, tmp_path, "slow", _set_metadata("ram.num_glimpses", 1000))  # ≈ 15 ms an image
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ram_infer", str(many_digits), "--batch-size", "1", "--model", str(slow)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    first = process.stdout.readline()  # it is classifying
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    status = process.wait(timeout=30)
+    stderr = process.stderr.read()
+    process.stdout.close()
+    process.stderr.close()
+    assert first.startswith(str(many_digits)) and status == 130 and stderr == "ram-infer: interrupted\n"
+    assert time.monotonic() - started < 10
+
+
+def test_a_closed_pipe_ends_the_run_quietly(tiny_rnn_path, many_digits):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ram_infer", str(many_digits), "--model", str(tiny_rnn_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # as `| head -1` does once it has its line
+    status = process.wait(timeout=60)
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert (status, stderr) == (2, b"")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_full_disk_gives_one_line(tiny_rnn_path, digit_files):
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "ram_infer", *map(str, digit_files), "--model", str(tiny_rnn_path)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert (result.returncode, result.stderr) == (2, "ram-infer: cannot write the output (No space left on device)\n")
+
+
+def test_a_trace_that_cannot_be_written_gives_one_record_for_its_input(run_json, digit_files, tmp_path):
+    status, records = run_json(str(digit_files[0]), "--trace", str(tmp_path / "no-such-folder" / "trace.png"))
+    assert status == 2 and len(records) == 1
+    assert records[0]["file"] == str(digit_files[0]) and "cannot write the trace" in records[0]["error"]
+
+
+@pytest.fixture
+def run_json(tiny_rnn_path, capsys):
+    def run(*args: str) -> tuple[int, list[dict]]:
+        status = main([*args, "--json", "--model", str(tiny_rnn_path)])
+        return status, [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+    return run
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_engine_on_a_fifo_refuses_it_without_blocking(tmp_path):
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    code = f"import ram_infer\ntry:\n    ram_infer.Engine({str(fifo)!r})\nexcept ram_infer.ModelFormatError as e:\n    print(e)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout == f"{fifo}: not a regular file (a pipe, device or socket)\n"
