@@ -88,7 +88,8 @@ inline int64_t glimpse_numel(const ImageShape& shape, const SensorSpec& spec) {
 }
 
 // CPU kernel (cpu/sensor_cpu.cpp). Inputs must already be validated by the caller (bindings.cpp).
-// threads <= 0 picks the hardware concurrency; small batches always run on the calling thread.
+// threads <= 0 picks the hardware concurrency; small batches always run on the calling thread. Threads the system
+// refuses to start (a process or memory limit) are done without: the result is the same, only slower.
 void extract_glimpses_cpu(const float* images, const float* locations, float* out, const ImageShape& shape,
                           const SensorSpec& spec, int threads);
 

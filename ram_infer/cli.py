@@ -43,8 +43,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "mnist"
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130  # 130 = 128 + SIGINT, what a shell reports for Ctrl-C
-# Decoded images of one batch at most (float32 [B, C, H, W]): a model with a large input runs in smaller batches.
-BATCH_BYTES = 256 << 20
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,9 +198,7 @@ class _Run:
         if engine is None:
             return EXIT_FAILED
         inputs = self.expand(self.args.files)
-        shape = engine.info.input
-        # Files are decoded a batch at a time, so memory follows the batch, not the number of files.
-        batch = min(self.args.batch_size, max(1, BATCH_BYTES // (4 * shape.channels * shape.height * shape.width)))
+        batch = engine.files_per_batch(self.args.batch_size)  # memory follows the batch, not the number of files
         progress = _Progress(len(inputs), batch, self.err)
         try:
             for begin in range(0, len(inputs), batch):

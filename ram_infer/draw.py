@@ -65,7 +65,7 @@ def draw_glimpses(
     pixels = np.clip(image * input_format.value_scale, 0, 255).round().astype(np.uint8)  # (C, H, W)
     base = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).convert("RGB")
     resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.BOX
-    base = base.resize((max(1, round(w * factor)), max(1, round(h * factor))), resample)
+    base = base.resize((max(1, int(w * factor)), max(1, int(h * factor))), resample)
     cx = centre_pixel(locations[:count, 0], w)  # (count,)
     cy = centre_pixel(locations[:count, 1], h)  # (count,)
     font = ImageFont.load_default(size=max(10, int(3 * factor)))

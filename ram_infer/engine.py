@@ -38,6 +38,9 @@ DEFAULT_BATCH_SIZE = 256
 # Bytes of the per-thread buffers of one internal batch (glimpses, states, locations, every step's logits): a model
 # whose per-image buffers are large runs in smaller internal batches, so memory does not grow with T × classes × batch.
 WORKSPACE_BYTES = 256 << 20
+# Decoded images held at once (float32 [B, C, H, W]) by predict_files and the CLI: a large input decodes in smaller
+# batches, and memory follows the batch, not the number of files.
+DECODED_BYTES = 256 << 20
 _WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
 _ORT_LOAD_ERRORS = (
     _ort_errors.Fail,
@@ -279,11 +282,21 @@ class Engine:
             ImageError: a file cannot be read or decoded; the message starts with its path.
         """
         shape = self.info.input
-        x = np.empty((0, shape.channels, shape.height, shape.width), np.float32)  # (N, C, H, W)
-        decoded = [load_image(path, shape, max_pixels=max_pixels) for path in paths]
-        return self.predict(
-            np.stack(decoded) if decoded else x, early_exit=early_exit, batch_size=batch_size, steps=steps
-        )
+        paths = list(paths)
+        chunk = self.files_per_batch(batch_size)
+        parts = []
+        for begin in range(0, len(paths), chunk):
+            x = np.stack([load_image(path, shape, max_pixels=max_pixels) for path in paths[begin : begin + chunk]])
+            parts.append(self.predict(x, early_exit=early_exit, batch_size=batch_size, steps=steps))
+        if not parts:
+            empty = np.empty((0, shape.channels, shape.height, shape.width), np.float32)  # (0, C, H, W)
+            return self.predict(empty, early_exit=early_exit, batch_size=batch_size, steps=steps)
+        return _concatenate(parts)
+
+    def files_per_batch(self, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
+        """How many files to decode at once: ``batch_size``, or fewer if their images would exceed ``DECODED_BYTES``."""
+        shape = self.info.input
+        return max(1, min(batch_size, DECODED_BYTES // (4 * shape.channels * shape.height * shape.width)))
 
     def _check_images(self, images: Any) -> np.ndarray:
         x = np.asarray(images)
@@ -417,6 +430,17 @@ def _direct_sensor() -> Callable[..., Any]:
         return sensor.extract_glimpses(images, locations, g, k, s, out=out, threads=threads)
 
     return reference
+
+
+def _concatenate(parts: list[Prediction]) -> Prediction:
+    """One Prediction of the rows of several, in order."""
+    if len(parts) == 1:
+        return parts[0]
+    fields = {}
+    for name in Prediction.__dataclass_fields__:
+        values = [getattr(part, name) for part in parts]
+        fields[name] = None if values[0] is None else np.concatenate(values)
+    return Prediction(**fields)
 
 
 def _refuse_non_finite(x: np.ndarray) -> None:

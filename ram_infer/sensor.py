@@ -104,6 +104,10 @@ def extract_glimpses_reference(
 ) -> np.ndarray:
     """The contract in plain numpy (float64 sums), used as the reference and as the fallback without the extension.
 
+    Only the part of each patch inside the image is read, so memory stays within a few times the images' size however
+    large the patch (up to 2^24 pixels a side); the pixels outside count as 0 and need no memory. Each block is summed
+    in float64 in row-major order, as csrc/sensor.h's block_mean does, so the result has the same bits.
+
     Args:
         images (ndarray[N, C, H, W], float32): already validated.
         locations (ndarray[N, 2], float32): already validated (no NaN).
@@ -113,23 +117,59 @@ def extract_glimpses_reference(
         ndarray[N, k, C, g, g], float32.
     """
     n, c, h, w = images.shape
-    g = glimpse_size
     cx = centre_pixel(locations[:, 0], w)  # (N,)
     cy = centre_pixel(locations[:, 1], h)  # (N,)
-    rho = np.empty((n, num_scales, c, g, g), dtype=np.float32)
+    rho = np.empty((n, num_scales, c, glimpse_size, glimpse_size), dtype=np.float32)
     for i in range(num_scales):
-        b = scale_factor**i
-        side = g * b
-        rows = cy[:, None] - side // 2 + np.arange(side)  # (N, side)
-        cols = cx[:, None] - side // 2 + np.arange(side)  # (N, side)
-        inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]  # (N, side, side)
-        patch = images[
-            np.arange(n)[:, None, None], :, np.clip(rows, 0, h - 1)[:, :, None], np.clip(cols, 0, w - 1)[:, None, :]
-        ]  # (N, side, side, C)
-        patch = np.where(inside[..., None], patch.astype(np.float64), 0.0)
-        blocks = patch.reshape(n, g, b, g, b, c).sum(axis=(2, 4)) / (b * b)  # (N, g, g, C)
-        rho[:, i] = blocks.transpose(0, 3, 1, 2)
+        rho[:, i] = _scale_glimpses(images, cx, cy, glimpse_size, scale_factor**i)
     return rho
+
+
+def _scale_glimpses(images: np.ndarray, cx: np.ndarray, cy: np.ndarray, g: int, b: int) -> np.ndarray:
+    """One scale of every glimpse: the g × g means of the blocks of side ``b`` of the patch centred on (cx, cy).
+
+    Args:
+        images (ndarray[N, C, H, W], float32): the images.
+        cx (ndarray[N], int64): centre columns.  cy (ndarray[N], int64): centre rows.
+        g: glimpse_size.  b: the block side sⁱ.
+
+    Returns:
+        ndarray[N, C, g, g], float32.
+    """
+    n, c, h, w = images.shape
+    rows, row_blocks = _patch_window(cy, g, b, h)  # (N, Lh)
+    cols, col_blocks = _patch_window(cx, g, b, w)  # (N, Lw)
+    pixels = images[np.arange(n)[:, None, None, None], np.arange(c)[:, None, None], rows[:, None, :, None],
+                    cols[:, None, None, :]]  # (N, C, Lh, Lw)
+    # Pixel -> index of its block in the flat output (N, C, g, g); window pixels outside the patch go to one extra bin.
+    outside = n * c * g * g
+    block = (np.arange(n * c).reshape(n, c, 1, 1) * g + row_blocks[:, None, :, None]) * g + col_blocks[:, None, None, :]
+    in_patch = (row_blocks >= 0)[:, None, :, None] & (col_blocks >= 0)[:, None, None, :]
+    # np.bincount adds the weights in the order given: row-major within each block, like block_mean, in float64.
+    sums = np.bincount(np.where(in_patch, block, outside).ravel(), weights=pixels.ravel(), minlength=outside + 1)
+    return (sums[:outside] / (b * b)).astype(np.float32).reshape(n, c, g, g)
+
+
+def _patch_window(centre: np.ndarray, g: int, b: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Along an axis of ``size`` pixels: a window of min(g·b, size) pixels inside the image that holds every image
+    pixel of the patch (side g·b, starting side // 2 before ``centre``), and the block of the patch each one is in.
+
+    Args:
+        centre (ndarray[N], int64): centre pixels.
+        g: glimpse_size.  b: block side.  size: the axis' length.
+
+    Returns:
+        (ndarray[N, L], int64, ndarray[N, L], int64): the window's pixels (ascending, in [0, size)), and their block
+        index in [0, g), or -1 for the pixels outside the patch.
+    """
+    side = g * b
+    length = min(side, size)
+    start = centre - side // 2  # (N,)
+    # The patch's pixels inside the image, [max(start, 0), min(start + side, size)), are at most `length` many; a
+    # window of that length starting at start clipped to [0, size - length] holds them all.
+    pixels = np.minimum(np.maximum(start, 0), size - length)[:, None] + np.arange(length)  # (N, L)
+    offset = pixels - start[:, None]
+    return pixels, np.where((offset >= 0) & (offset < side), offset // b, -1)
 
 
 def centre_pixel(l: np.ndarray, size: int) -> np.ndarray:

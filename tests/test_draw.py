@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ram_infer.draw import COLOURS, draw_glimpses, save_trace
+from ram_infer.draw import COLOURS, MAX_TRACE_PIXELS, draw_glimpses, save_trace
 from ram_infer.metadata import InputFormat, SensorSpec
 
 SENSOR = SensorSpec(glimpse_size=4, num_scales=2, scale_factor=2)
@@ -38,3 +38,13 @@ def test_bad_locations_raise():
 def test_save_trace_without_frames_raises(tmp_path):
     with pytest.raises(ValueError, match=r"frames must not be empty"):
         save_trace(tmp_path / "t.png", [])
+
+
+@pytest.mark.parametrize(("height", "width", "last_only"), [(1, 8192, False), (1, 8192, True), (4096, 4096, False)])
+def test_frames_stay_within_the_pixel_budget(height, width, last_only):
+    """A 1×8192 input upscaled to 280 px would be 2.3 G pixels a frame; a GIF holds all frames at once."""
+    shape = InputFormat(height=height, width=width, channels=1, placement="canvas")
+    locations = np.zeros((6, 2), np.float32)
+    frames = draw_glimpses(np.zeros((1, height, width), np.float32), locations, SENSOR, shape, last_only=last_only)
+    assert len(frames) == (1 if last_only else 6)
+    assert sum(frame.size[0] * frame.size[1] for frame in frames) <= MAX_TRACE_PIXELS

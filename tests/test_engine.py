@@ -187,6 +187,27 @@ def test_predict_files_matches_predict_on_decoded_files(engine, digit_files):
     assert_identical(engine.predict_files(digit_files), engine.predict(decoded))
 
 
+def test_predict_files_in_batches_of_two_matches_one_batch(engine, digit_files):
+    """Files are decoded and predicted a batch at a time; the rows come back in order, bit for bit."""
+    whole = engine.predict_files(digit_files, steps=True)
+    chunked = engine.predict_files(digit_files, batch_size=2, steps=True)
+    assert_identical(chunked, whole)
+    assert np.array_equal(chunked.step_probabilities, whole.step_probabilities)
+
+
+def test_a_small_workspace_budget_runs_smaller_internal_batches_with_the_same_bits(
+    tiny_model_path, images, reference, monkeypatch
+):
+    from ram_infer import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "WORKSPACE_BYTES", 1)  # one image per internal batch
+    small = load_model(tiny_model_path, threads=1)
+    assert small.files_per_batch(256) == 256  # decoding is bounded separately (DECODED_BYTES)
+    assert_identical(small.predict(images), reference)
+    early = load_model(tiny_model_path, threads=1).predict(images, early_exit=0.9)
+    assert_identical(small.predict(images, early_exit=0.9), early)
+
+
 def test_predict_files_names_the_bad_file(engine, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not a png")

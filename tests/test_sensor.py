@@ -10,6 +10,9 @@ import dataclasses
 import itertools
 import math
 import re
+import subprocess
+import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -249,6 +252,31 @@ def test_numpy_reference_matches_loop_reference(case):
     assert max_difference(actual, expected) <= TOLERANCE
 
 
+# g = 1, k = 3, s = 4096: patches up to 4096² = 2^24 pixels a side, the largest allowed, around small images. The whole
+# patch of scale 2 would hold 2^48 pixels; only its part inside the image may be read.
+LARGEST_PATCHES = (1, 3, 4096)
+
+
+def test_numpy_reference_reads_only_the_image_part_of_huge_patches():
+    tracemalloc.start()  # numpy reports its array memory to tracemalloc
+    try:
+        rho = extract_glimpses_reference(IMAGE_4X4, np.zeros((1, 2), np.float32), *LARGEST_PATCHES)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The centre pixel 11, then the image's sum 136 over blocks of 4096² and 4096⁴ pixels (exact in float32).
+    np.testing.assert_array_equal(rho.ravel(), np.array([11, 136 / 2.0**24, 136 / 2.0**48], np.float32))
+    assert peak < 1 << 20, f"{peak} bytes for a 4×4 image"
+
+
+def test_compiled_matches_numpy_reference_on_huge_patches(compiled_backend):
+    images = random_images(len(LOOP_LOCATIONS), 2, 5, 7)
+    expected = extract_glimpses_reference(images, LOOP_LOCATIONS, *LARGEST_PATCHES)
+    # Equal bits, not TOLERANCE, which the means over 2^48 pixels (about 1e-13) would meet whatever they were: both
+    # sum each block in float64 in row-major order.
+    np.testing.assert_array_equal(run_backend(compiled_backend, images, LOOP_LOCATIONS, *LARGEST_PATCHES), expected)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Invalid inputs: the host backends make the same checks with the same messages.
 def _read_only(array: np.ndarray) -> np.ndarray:
@@ -412,3 +440,43 @@ def single_thread_glimpses(determinism_batch) -> np.ndarray:
 def test_thread_count_does_not_change_bits(threads, determinism_batch, single_thread_glimpses):
     rho = extract_glimpses(*determinism_batch, *DETERMINISM_SPEC, backend="cpu", threads=threads)
     assert np.array_equal(rho, single_thread_glimpses)
+
+
+# A child whose address space is capped a little above what it has mapped, so that the kernel's thread stacks (8 MiB,
+# the RLIMIT_STACK it starts with) cannot all be mapped and pthread_create fails with EAGAIN, as under a process limit.
+# RLIMIT_NPROC would say so more directly but does not bind root, which CI runs as.
+THREAD_STACK = 8 << 20
+REFUSED_THREADS_CHILD = """
+import resource, sys
+import numpy as np
+from ram_infer import _sensor
+
+# 512 glimpses (8, 3, 2) are enough work for 10 threads.
+images = np.random.default_rng(0).random((512, 1, 32, 32), dtype=np.float32)
+locations = np.random.default_rng(1).uniform(-1.2, 1.2, (512, 2)).astype(np.float32)
+single = _sensor.extract_glimpses_cpu(images, locations, 8, 3, 2, threads=1)
+out = np.empty_like(single)
+with open("/proc/self/status") as status:
+    mapped = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (mapped + int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_AS)[1]))
+_sensor.extract_glimpses_cpu(images, locations, 8, 3, 2, out=out, threads=64)
+sys.exit(0 if np.array_equal(out, single) else 3)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/self/status")
+@pytest.mark.parametrize(
+    "room", [pytest.param(THREAD_STACK // 2, id="none-starts"), pytest.param(5 * THREAD_STACK // 2, id="two-start")]
+)
+def test_refused_threads_are_done_without(room):
+    require_backend("cpu")
+    import resource
+
+    def thread_stacks_of_8_mib() -> None:  # glibc sizes thread stacks by RLIMIT_STACK at the child's start
+        resource.setrlimit(resource.RLIMIT_STACK, (THREAD_STACK, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+    child = subprocess.run([sys.executable, "-c", REFUSED_THREADS_CHILD, str(room)], capture_output=True, text=True,
+                           timeout=120, preexec_fn=thread_stacks_of_8_mib)
+    # Before threads were optional: an exception (RuntimeError, exit 1) or an abort (-6, SIGABRT), when a thread
+    # was refused after others had started.
+    assert child.returncode == 0, f"exit {child.returncode}: {child.stderr}"

@@ -1,5 +1,8 @@
 // The glimpse sensor on the CPU: loops over (n, scale, c, oy, ox) calling the contract's block_mean, threads over n.
 #include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -57,6 +60,34 @@ int64_t work_per_image(const ImageShape& shape, const SensorSpec& spec) {
   return work * shape.channels;
 }
 
+// The batch cut into `chunks` runs of `chunk` images, which the calling thread and the workers it managed to start take
+// in turn. The cut depends only on the requested number of workers, and each image is written by one thread with the
+// same arithmetic whichever thread takes it, so the result does not depend on how many threads actually ran.
+struct SharedWork {
+  const float* images;
+  const float* locations;
+  float* out;
+  const ImageShape& shape;
+  const SensorSpec& spec;
+  int64_t chunk, chunks;
+  std::atomic<int64_t> next{0};
+  std::mutex failure_mutex{};  // `{}`: the initialisation below leaves them out, which -Wextra reports otherwise
+  std::exception_ptr failure{};
+
+  // Takes chunks until none is left. An exception (std::bad_alloc for the spans) is kept for the calling thread to
+  // rethrow after the joins: one leaving a std::thread's function would terminate the process.
+  void run() noexcept {
+    try {
+      for (int64_t i = next++; i < chunks; i = next++)
+        extract_range(images, locations, out, shape, spec, i * chunk, std::min(shape.batch, (i + 1) * chunk));
+    } catch (...) {
+      next = chunks;  // the others start no further chunk
+      const std::lock_guard<std::mutex> lock(failure_mutex);
+      if (!failure) failure = std::current_exception();
+    }
+  }
+};
+
 }  // namespace
 
 void extract_glimpses_cpu(const float* images, const float* locations, float* out, const ImageShape& shape,
@@ -69,16 +100,19 @@ void extract_glimpses_cpu(const float* images, const float* locations, float* ou
     extract_range(images, locations, out, shape, spec, 0, shape.batch);
     return;
   }
-  // Each image is written by exactly one thread with the same arithmetic, so the result does not depend on `threads`.
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
   const int64_t chunk = (shape.batch + workers - 1) / workers;
-  for (int64_t w = 1; w < workers; ++w) {
-    const int64_t begin = w * chunk, end = std::min(shape.batch, begin + chunk);
-    if (begin < end) pool.emplace_back(extract_range, images, locations, out, std::cref(shape), std::cref(spec), begin, end);
+  SharedWork work{images, locations, out, shape, spec, chunk, (shape.batch + chunk - 1) / chunk};
+  std::vector<std::thread> pool;
+  pool.reserve(workers - 1);  // so that emplace_back below can only throw from the std::thread constructor
+  try {
+    for (int64_t w = 1; w < workers; ++w) pool.emplace_back(&SharedWork::run, &work);
+  } catch (const std::exception&) {
+    // The system refused a thread (std::system_error: EAGAIN under a process or memory limit, or std::bad_alloc for
+    // its state): the threads already running and this one take the chunks the missing ones would have had.
   }
-  extract_range(images, locations, out, shape, spec, 0, std::min(shape.batch, chunk));
+  work.run();
   for (auto& t : pool) t.join();
+  if (work.failure) std::rethrow_exception(work.failure);
 }
 
 }  // namespace ram
