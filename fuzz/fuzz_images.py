@@ -2,9 +2,15 @@
 
 Every input must either decode into the model's input format or raise ``ImageError`` (the one exception type the
 runtime documents for images) within a time bound (images above ``MAX_PIXELS`` are refused from their header, as
-``--max-pixels`` does); anything else, or a slow decode, is a finding. Findings are saved with the exception so they
-can be replayed. Pure Python, no sanitizer: the compiled sensor has its own libFuzzer target (fuzz/fuzz_sensor.cpp);
-this one covers Pillow plus ram_infer/images.py, where a crash would be a Python exception escaping, or a hang.
+``--max-pixels`` does), without starting any process; anything else, or a slow decode, is a finding. Findings are
+saved with the exception so they can be replayed. Pure Python, no sanitizer: the compiled sensor has its own
+libFuzzer target (fuzz/fuzz_sensor.cpp); this one covers Pillow plus ram_infer/images.py, where a crash would be a
+Python exception escaping, or a hang.
+
+The seeds include the edge of the format allow-list: files of formats Pillow reads but the runtime must refuse (EPS
+and bare PostScript, which Pillow would hand to Ghostscript; PCX, TGA, PPM, ICO …) and a JPEG of too many scans.
+Unmutated, each of them must be refused. Every other input is decoded with a tiny working resolution, so that the
+reduction while decoding (JPEG DCT scaling, the box filter, the mode conversions before it) is fuzzed too.
 
     python fuzz/fuzz_images.py --seconds 600 --out build/fuzz/images   # see fuzz/README.md
 """
@@ -23,7 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
-from ram_infer.images import ImageError, load_image
+import ram_infer.images
+from ram_infer.images import MAX_JPEG_SCANS, ImageError, load_image
 from ram_infer.metadata import InputFormat
 
 MODEL_INPUTS = (
@@ -35,6 +42,15 @@ MODEL_INPUTS = (
 MAX_PIXELS = 1_000_000
 SLOW_SECONDS = 5.0  # a decode of at most MAX_PIXELS slower than this is reported as a possible hang
 SPECIAL_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
+# The seeds are at most 24×20 pixels: with this working resolution every other input is reduced while decoding.
+WORKING_PIXELS = (ram_infer.images.WORKING_PIXELS, 100)
+# What Pillow would hand to Ghostscript, which would run it (`{} loop` never ends).
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n{} loop\nshowpage\n"
+# Formats Pillow reads and writes that the runtime refuses (mode each writer takes); JPEG 2000 when Pillow has it.
+REFUSED_FORMATS = {"EPS": "L", "PCX": "L", "TGA": "L", "PPM": "L", "ICO": "L", "SGI": "L", "QOI": "RGB", "DDS": "L",
+                   "XBM": "1", "MSP": "1", "SPIDER": "F", "BLP": "P"}  # fmt: skip
+# Python's audit events for starting a process: a decoder that runs a helper program (Ghostscript) raises one.
+PROCESS_EVENTS = {"subprocess.Popen", "os.system", "os.posix_spawn", "os.exec", "os.spawn", "os.fork", "os.forkpty"}
 
 
 def seed_files() -> dict[str, bytes]:
@@ -66,16 +82,70 @@ def seed_files() -> dict[str, bytes]:
         image.save(buffer, format=_format(name), **options)
         files[name] = buffer.getvalue()
     frames = [Image.fromarray(grey), Image.fromarray(255 - grey)]
-    for name in ("frames.gif", "pages.tiff"):
+    for name in ("frames.gif", "pages.tiff", "camera.mpo"):
         buffer = io.BytesIO()
         frames[0].save(buffer, format=_format(name), save_all=True, append_images=frames[1:])
         files[name] = buffer.getvalue()
+    files["256 scans.jpg"] = _with_scans(files["progressive.jpg"], MAX_JPEG_SCANS)
     return files
+
+
+def refused_seed_files() -> dict[str, bytes]:
+    """Files the runtime must refuse: formats outside its allow-list, and a JPEG of one scan too many."""
+    grey = (np.random.default_rng(1).random((24, 20)) * 255).astype(np.uint8)
+    formats = {**REFUSED_FORMATS, **({"JPEG2000": "L"} if features.check("jpg_2000") else {})}
+    progressive = _encode(grey, "JPEG", progressive=True)
+    files = {"postscript.ps": POSTSCRIPT, "257 scans.jpg": _with_scans(progressive, MAX_JPEG_SCANS + 1)}
+    for format, mode in formats.items():
+        files[f"{format.lower()}.{format.lower()}"] = _encode(grey, format, mode)
+    return files
+
+
+def _encode(grey: np.ndarray, format: str, mode: str = "L", **options) -> bytes:
+    buffer = io.BytesIO()  # never a file name: Pillow's SPIDER writer registers the name's suffix as SPIDER
+    Image.fromarray(grey).convert(mode).save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def _with_scans(jpeg: bytes, scans: int) -> bytes:
+    """A progressive JPEG (as Pillow writes it) with its last scan repeated until it has ``scans`` scans."""
+    marker = b"\xff\xda"
+    last_scan = jpeg[jpeg.rindex(marker) : -2]  # up to the end-of-image marker
+    return jpeg[:-2] + last_scan * (scans - jpeg.count(marker)) + jpeg[-2:]
 
 
 def _format(name: str) -> str:
     suffix = name.rsplit(".", 1)[1]
-    return {"jpg": "JPEG", "tiff": "TIFF", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP"}[suffix]
+    formats = {"jpg": "JPEG", "tiff": "TIFF", "png": "PNG", "gif": "GIF", "bmp": "BMP", "webp": "WEBP", "mpo": "MPO"}
+    return formats[suffix]
+
+
+class ProcessWatch:
+    """Records the processes started while it is on (Python audit events), from any library, Pillow included.
+
+    An audit hook cannot be removed: one hook per process, which does nothing while no watch is on.
+    """
+
+    _on: ProcessWatch | None = None
+    _hooked = False
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+
+    def __enter__(self) -> ProcessWatch:
+        if not ProcessWatch._hooked:
+            sys.addaudithook(ProcessWatch._hook)
+            ProcessWatch._hooked = True
+        ProcessWatch._on = self
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        ProcessWatch._on = None
+
+    @staticmethod
+    def _hook(event: str, args: tuple) -> None:
+        if ProcessWatch._on is not None and event in PROCESS_EVENTS:
+            ProcessWatch._on.started.append(f"{event}{args[:2]!r}")
 
 
 def mutate(data: bytes, rng: random.Random) -> bytes:
@@ -113,20 +183,26 @@ def run(seconds: float, out: Path, seed: int, count: int | None = None) -> int:
     """
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    seeds = seed_files()
+    refused = refused_seed_files()
+    seeds = {**seed_files(), **refused}
     names = sorted(seeds)
     outcomes: Counter[str] = Counter()
-    findings = 0
     path = out / "current"
+    findings = _accepted_refused_seeds(refused, path, out)
+    tried = 0
     started = time.monotonic()
-    while time.monotonic() - started < seconds and (count is None or outcomes.total() < count):
+    while time.monotonic() - started < seconds and (count is None or tried < count):
         name = rng.choice(names)
         data = mutate(seeds[name], rng)
         path.write_bytes(data)
-        input_format = MODEL_INPUTS[outcomes.total() % len(MODEL_INPUTS)]
+        input_format = MODEL_INPUTS[tried % len(MODEL_INPUTS)]
+        ram_infer.images.WORKING_PIXELS = WORKING_PIXELS[tried // len(MODEL_INPUTS) % len(WORKING_PIXELS)]
+        tried += 1
+        processes = ProcessWatch()
         begin = time.monotonic()
         try:
-            load_image(path, input_format, max_pixels=MAX_PIXELS)
+            with processes:
+                load_image(path, input_format, max_pixels=MAX_PIXELS)
             outcomes["decoded"] += 1
         except ImageError:
             outcomes["ImageError"] += 1
@@ -137,17 +213,43 @@ def run(seconds: float, out: Path, seed: int, count: int | None = None) -> int:
             stem = f"finding_{findings:03d}_{kind}_{name}"
             (out / stem).write_bytes(data)
             (out / f"{stem}.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        finally:
+            ram_infer.images.WORKING_PIXELS = WORKING_PIXELS[0]
         elapsed = time.monotonic() - begin
         if elapsed > SLOW_SECONDS:
             findings += 1
             outcomes["finding slow"] += 1
             (out / f"slow_{findings:03d}_{elapsed:.0f}s_{name}").write_bytes(data)
+        if processes.started:
+            findings += 1
+            outcomes["finding process"] += 1
+            stem = f"process_{findings:03d}_{name}"
+            (out / stem).write_bytes(data)
+            (out / f"{stem}.txt").write_text("\n".join(processes.started) + "\n", encoding="utf-8")
     path.unlink(missing_ok=True)
-    total = outcomes.total()
     elapsed = time.monotonic() - started
-    print(f"{total} inputs in {elapsed:.0f} s ({total / elapsed:.0f}/s), seed {seed}: {dict(sorted(outcomes.items()))}")
+    print(f"{tried} inputs in {elapsed:.0f} s ({tried / elapsed:.0f}/s), seed {seed}: {dict(sorted(outcomes.items()))}")
     print(f"findings: {findings} (saved in {out})" if findings else "findings: none")
     return findings
+
+
+def _accepted_refused_seeds(refused: dict[str, bytes], path: Path, out: Path) -> int:
+    """Decodes each seed of the allow-list's edge, unmutated; any that is not refused is saved as a finding.
+
+    Returns:
+        How many were accepted (0: all refused).
+    """
+    accepted = 0
+    for name, data in refused.items():
+        path.write_bytes(data)
+        try:
+            load_image(path, MODEL_INPUTS[0], max_pixels=MAX_PIXELS)
+        except ImageError:
+            continue
+        accepted += 1
+        (out / f"accepted_{accepted:03d}_{name}").write_bytes(data)
+    print(f"{len(refused)} seeds the runtime must refuse: {len(refused) - accepted} refused")
+    return accepted
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,13 +1,17 @@
-"""The ``ram-infer`` command: classify image files with a RAM model and print one result per file (text or JSON lines).
+"""The ``ram-infer`` command: classify image files with a RAM model and print one result per file (text, JSON or CSV).
 
-    ram-infer FILE_OR_DIR... [--model NAME|PATH] [--json] [--top-k K] [--trace OUT.png|OUT.gif]
-              [--early-exit P] [--threads N] [--batch-size B] [--max-pixels P]
+    ram-infer FILE_OR_DIR_OR_-... [--model NAME|PATH] [--format text|json|csv] [--json] [--top-k K]
+              [--trace OUT.png|OUT.gif] [--early-exit P] [--threads N] [--provider NAME]... [--batch-size B]
+              [--max-pixels P] [--recursive]
     ram-infer --list-models [--json]
     ram-infer --version
 
-A directory stands for the image files directly inside it (by suffix, sorted). ``--trace OUT`` draws the glimpse
-path of each image; with several inputs, each gets ``OUT``'s name with the input's stem appended
-(``trace.png`` → ``trace_digit_7.png``), so two inputs with the same stem overwrite each other's trace.
+A directory stands for the image files directly inside it (by suffix, sorted), or below it with ``--recursive``;
+``-`` is one image read from standard input. ``--trace OUT`` draws the glimpse path of each image; with several
+inputs, each gets ``OUT``'s name with the input's stem appended (``trace.png`` → ``trace_digit_7.png``), so two
+inputs with the same stem overwrite each other's trace. CSV output has a header line and the columns ``file, label,
+confidence, glimpses_used, top_k, error`` (``top_k`` as ``label:probability`` pairs joined by ``;``); the glimpse
+locations are in the JSON output only.
 
 An input that fails (missing, empty, corrupt, unreadable, a directory without images, a trace that cannot be
 written) prints one line ``file: problem`` on stderr (and ``{"file", "error"}`` on stdout with ``--json``, the only
@@ -23,10 +27,12 @@ carries them as JSON strings.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
 
@@ -42,6 +48,9 @@ if TYPE_CHECKING:
 # them, so that `ram-infer --version` and `--help` do not pay for loading them.
 
 DEFAULT_MODEL = "mnist"
+STDIN = "-"
+FORMATS = ("text", "json", "csv")
+CSV_COLUMNS = ("file", "label", "confidence", "glimpses_used", "top_k", "error")
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130  # 130 = 128 + SIGINT, what a shell reports for Ctrl-C
 
 
@@ -128,9 +137,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Classify images with a Recurrent Attention Model (a few glimpses per image, no PyTorch).",
         epilog="Exit status: 0 if every input was classified, 2 if any failed.",
     )
-    parser.add_argument("files", nargs="*", metavar="FILE", help="image files or directories of images")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="image files, directories of images, or - for stdin")
     parser.add_argument("--model", default=None, help=f"bundled model name or .onnx path (default: {DEFAULT_MODEL})")
-    parser.add_argument("--json", action="store_true", help="one JSON object per input line")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output: text lines, JSON lines or CSV")
+    parser.add_argument("--json", action="store_const", const="json", dest="format", help="the same as --format json")
+    parser.add_argument("-r", "--recursive", action="store_true", help="directories: also the images in subfolders")
+    parser.add_argument(
+        "--provider",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="ONNX Runtime execution provider, in order of preference (repeatable); the CPU is always the fallback",
+    )
     parser.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="also report the K best classes")
     parser.add_argument("--trace", type=Path, default=None, metavar="OUT", help="draw the glimpse path (.png, or .gif)")
     parser.add_argument("--early-exit", type=_probability, default=None, metavar="P", help="stop at confidence >= P")
@@ -185,6 +203,9 @@ class _Run:
         self.err = err
         self.failed = False
         self.unusable: dict[str, str] = {}  # directory → why it gave no files, reported in its place in the output
+        self.json = args.format == "json"
+        self.csv = csv.writer(out, lineterminator="\n")
+        self.csv_header_written = False
 
     def run(self) -> int:
         from ram_infer.engine import bundled_models
@@ -212,12 +233,25 @@ class _Run:
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def fail(self, file: str, problem: str) -> None:
-        """Reports one failed input: ``file: problem`` on stderr, and a JSON line on stdout with --json."""
+        """Reports one failed input: ``file: problem`` on stderr, and its record on stdout in JSON or CSV."""
         self.failed = True
         problem = problem[len(file) + 2 :] if problem.startswith(f"{file}: ") else problem
         self.err.write(f"{_printable(file)}: {_printable(problem)}\n")
-        if self.args.json:
-            self.out.write(json.dumps({"file": file, "error": problem}) + "\n")
+        if self.args.format != "text":
+            self.emit({"file": file, "error": problem})
+
+    def emit(self, record: dict[str, Any]) -> None:
+        """One input's record on stdout as a JSON line or a CSV row (text lines are written by ``report``)."""
+        if self.json:
+            self.out.write(json.dumps(record) + "\n")
+            return
+        if not self.csv_header_written:
+            self.csv.writerow(CSV_COLUMNS)
+            self.csv_header_written = True
+        top = ";".join(f"{entry['label']}:{entry['probability']}" for entry in record.get("top_k", ()))
+        row = {**record, "top_k": top}
+        # Control characters escaped as in text: a CSV file is read in terminals and spreadsheets alike.
+        self.csv.writerow([_printable(str(row.get(column, ""))) for column in CSV_COLUMNS])
 
     def load(self, bundled: dict[str, Path]) -> Engine | None:
         from ram_infer.engine import load_model
@@ -241,13 +275,18 @@ class _Run:
             cores = usable_cores()
             self.err.write(f"ram-infer: --threads {threads} is more than the {cores} usable cores; using {cores}\n")
         try:
-            return load_model(name, threads=threads)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RuntimeWarning)
+                engine = load_model(name, threads=threads, providers=self.args.provider)
         except (ModelFormatError, OSError) as error:
             self.err.write(f"{_printable(str(error))}\n")
             return None
+        for warning in caught:  # an unavailable execution provider: one line, then the fallback runs
+            self.err.write(f"ram-infer: {_printable(str(warning.message))}\n")
+        return engine
 
     def expand(self, names: Sequence[str]) -> list[str]:
-        """Files as given; directories replaced by the image files inside them (sorted).
+        """Files as given; directories replaced by the image files inside them (sorted; below them with --recursive).
 
         A directory that cannot be listed or has no image files stays in the list, with its problem in
         ``self.unusable``, so that it is reported in input order like any failed file.
@@ -257,11 +296,11 @@ class _Run:
         files = []
         for name in names:
             path = Path(name)
-            if not path.is_dir():
+            if name == STDIN or not path.is_dir():
                 files.append(name)
                 continue
             try:
-                found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+                found = sorted(p for p in _listing(path, self.args.recursive) if p.suffix.lower() in IMAGE_SUFFIXES)
             except OSError as error:
                 self.unusable[name] = f"cannot list the directory ({error.strerror})"
                 found = [name]
@@ -310,7 +349,7 @@ class _Run:
         if self.args.top_k:
             order = sorted(range(len(probabilities)), key=lambda c: (-probabilities[c], c))[: self.args.top_k]
             top = [(info.labels[c], float(probabilities[c])) for c in order]
-        if self.args.json:
+        if self.args.format != "text":
             record = {
                 "file": file,
                 "label": label,
@@ -320,7 +359,7 @@ class _Run:
             }
             if top:
                 record["top_k"] = [{"label": name, "probability": round(p, 6)} for name, p in top]
-            self.out.write(json.dumps(record) + "\n")
+            self.emit(record)
             return
         line = f"{_printable(file)}: {_printable(label)} ({confidence:.1%}, {used} glimpses)"
         if top:
@@ -358,27 +397,50 @@ class _Run:
         if not bundled:
             self.out.write(f"no bundled models yet (looked in {engine.MODELS_DIR})\n")
             return EXIT_OK
+        rows = []
         for name, path in bundled.items():
             try:
                 info = engine.load_model(path, threads=1).info
             except (ModelFormatError, OSError) as error:
                 self.fail(name, str(error))
                 continue
-            error = "not measured" if info.test_error is None else f"{info.test_error:.2%}"
-            if self.args.json:
+            if self.json:
                 record = {
                     "name": name,
                     "path": str(path),
                     "dataset": info.dataset,
                     "test_error": info.test_error,
                     "num_glimpses": info.num_glimpses,
+                    "labels": list(info.labels),
                 }
                 self.out.write(json.dumps(record) + "\n")
-            else:
-                self.out.write(
-                    f"{name}: {_printable(info.dataset)}, test error {error}, {info.num_glimpses} glimpses ({path})\n"
-                )
+                continue
+            error = "—" if info.test_error is None else f"{info.test_error:.2%}"
+            rows.append((name, _printable(info.dataset), str(info.num_glimpses), error, str(path)))
+        if rows:
+            self.out.write(_table(("model", "data set", "glimpses", "test error", "file"), rows))
         return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def _listing(folder: Path, recursive: bool) -> list[Path]:
+    """The regular files in ``folder`` (and below it if ``recursive``; links to folders are not followed)."""
+    if not recursive:
+        return [path for path in folder.iterdir() if path.is_file()]
+    files = []
+    for root, _, names in os.walk(folder, onerror=_raise):
+        files += [Path(root, name) for name in names if Path(root, name).is_file()]
+    return files
+
+
+def _raise(error: OSError) -> None:
+    raise error
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    """Columns padded to their widest cell, separated by two spaces; the header first."""
+    widths = [max(len(row[c]) for row in (header, *rows)) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in (header, *rows)]
+    return "\n".join(lines) + "\n"
 
 
 class _Progress:

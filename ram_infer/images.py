@@ -2,8 +2,10 @@
 
 The steps, in order (each documented where it happens):
 
-1. decode (``load_image``): PNG, JPEG, BMP, WebP, TIFF, GIF …; the first frame of a multi-frame file; the EXIF
-   orientation applied; images above ``max_pixels`` refused from the header, before decoding.
+1. decode (``load_image``): only the raster formats of ``DECODABLE_FORMATS`` (PNG, JPEG, BMP, WebP, TIFF, GIF),
+   whatever the file's name; the first frame of a multi-frame file; images above ``max_pixels`` refused from the
+   header, and JPEGs of too many scans from their markers, before decoding; images above ``WORKING_PIXELS`` reduced
+   by an integer factor while decoding (JPEG's DCT scaling, else a box filter); the EXIF orientation applied.
 2. intensities in [0, 1]: 8-bit modes divided by 255, 16-bit and 32-bit integer modes by 65535, float modes
    clipped; palette, CMYK, YCbCr … converted to RGB. Arrays (``prepare_array``): uint8 / 255, uint16 / 65535, floats
    taken as [0, 1].
@@ -26,6 +28,7 @@ The steps, in order (each documented where it happens):
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import struct
@@ -33,17 +36,55 @@ import warnings
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from ram_infer.metadata import InputFormat
 
+# The formats decoded, with the file suffixes the CLI looks for in a folder: the one home of the list. Pillow
+# identifies a file by its content, not its name, and hands EPS/PostScript to Ghostscript (which runs it: `{} loop`
+# never ends); so Image.open gets exactly these formats and any other is refused. Camera JPEGs that carry a second
+# image identify as MPO: Pillow's JPEG opener returns them (MPO has no opener of its own), so "JPEG" covers them.
+_SUFFIXES_BY_FORMAT = {
+    "PNG": (".png",),
+    "JPEG": (".jpg", ".jpeg"),
+    "BMP": (".bmp",),
+    "WebP": (".webp",),
+    "TIFF": (".tif", ".tiff"),
+    "GIF": (".gif",),
+}
+DECODABLE_FORMATS = tuple(_SUFFIXES_BY_FORMAT)
+IMAGE_SUFFIXES = tuple(suffix for suffixes in _SUFFIXES_BY_FORMAT.values() for suffix in suffixes)
+_PILLOW_FORMATS = tuple(name.upper() for name in DECODABLE_FORMATS)  # Pillow's identifiers ("WEBP")
+
 DEFAULT_MAX_PIXELS = 64_000_000
+# Decoding budget. A progressive JPEG is decoded scan by scan, each scan a pass over the coefficients of the whole
+# image, so the work is scans × pixels, whatever the file size: 10 000 empty refinement scans over 8000×8000 pixels
+# (a 1.3 MB file) decoded for 45 s to 6 min (≈ 0.6 ns per scan and pixel, measured with Pillow 13's libjpeg-turbo).
+# A standard progressive script has 10 scans (libjpeg's default for colour, 6 for grey). The scan markers are
+# counted before decoding, and a JPEG refused above either limit:
+MAX_JPEG_SCANS = 256  # whatever the size, as many scans of a tiny image cost per scan (nvImageCodec's default)
+MAX_JPEG_SCAN_PIXELS = 40 * DEFAULT_MAX_PIXELS  # 40 scans at the default pixel limit: ≈ 1.5 s of empty scans
+# Images above this many pixels are reduced by an integer factor while decoding, before any conversion to floats, so
+# that the float work (4 channels × 4 bytes a pixel, a few copies) stays ≈ 64 MB a copy however large the file. The
+# models read at most 100×100 pixels; 2000×2000 is 20 times that side, and keeps a digit that spans 1/100 of a
+# photo's side at the 20 pixels of the MNIST box. Smaller images decode exactly, at full resolution.
+WORKING_PIXELS = 4_000_000
 INK_THRESHOLD = 0.25  # normalised intensity above which a pixel counts as ink for the "mnist" bounding box
 BACKGROUND_PERCENTILE = 99  # of the border pixels: the background level that "mnist" placement maps to 0
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _MNIST_BOX = 20 / 28  # MNIST fits each digit in 20×20 inside 28×28
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _GREY_MODES = ("1", "L", "LA", "La")  # 8-bit grey (16-bit and float modes are read directly)
+_SCAN_MARKER = b"\xff\xda"  # JPEG start of scan; entropy-coded data stuffs a 0x00 after every 0xFF, so never this
+_SCAN_READ_BYTES = 1 << 20  # the scan markers are counted a chunk at a time, not by reading a large file at once
+_EXIF_TRANSPOSE = {  # EXIF orientation → what turns the stored pixels into the displayed ones (as ImageOps does)
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 # What Pillow raises on truncated or corrupt data: OSError mostly, but its format parsers also raise SyntaxError,
 # EOFError, ValueError ("Truncated IHDR chunk", "invalid palette size", text chunks above MAX_TEXT_CHUNK …),
 # struct.error, IndexError, KeyError, TypeError, ZeroDivisionError and OverflowError (found by fuzz/fuzz_images.py).
@@ -74,7 +115,7 @@ def load_image(
     """Decodes an image file into the model's input format.
 
     Args:
-        path: an image file Pillow can read (PNG, JPEG, BMP, WebP, TIFF, GIF …).
+        path: an image file of one of ``DECODABLE_FORMATS`` (PNG, JPEG, BMP, WebP, TIFF, GIF).
         input_format: the model's input (``Engine.info.input``).
         max_pixels: larger images (width × height) are refused from their header, before decoding.
 
@@ -83,7 +124,8 @@ def load_image(
 
     Raises:
         ImageError: the file is missing, not a regular file (a directory, pipe or device), unreadable, not an
-            image, truncated or corrupt (any decoder error), too large, or empty.
+            image of a decodable format, truncated or corrupt (any decoder error), too large, a JPEG of too many
+            scans, or empty.
     """
     return prepare_intensities(read_intensities(path, max_pixels=max_pixels), input_format, source=str(path))
 
@@ -92,12 +134,42 @@ def read_intensities(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_P
     """Decodes an image file into intensities in [0, 1], with its alpha channel if it has one (steps 1–2).
 
     Returns:
-        ndarray[H, W, c], float32, c = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
+        ndarray[H, W, c], float32, c = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA); reduced by an integer
+        factor to at most ``WORKING_PIXELS`` pixels.
 
     Raises:
         ImageError: see ``load_image``.
     """
     source = str(path)
+    _check_regular_file(path, source)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit; ours (max_pixels) is checked just below, from the header. Its warnings
+            # about damaged metadata (EXIF, TIFF tags) are not the caller's business: the pixels decode or they don't.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with Image.open(path, formats=_PILLOW_FORMATS) as image:
+                _check_size(image, source, max_pixels)
+                if isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO included
+                    _check_jpeg_scans(path, image, source)
+                image.seek(0)
+                return _intensities(_working_image(image))
+    except ImageError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageError(f"{source}: too many pixels (more than Pillow's decompression-bomb limit)") from None
+    except UnidentifiedImageError:
+        formats = ", ".join(DECODABLE_FORMATS)
+        raise ImageError(f"{source}: not an image file of a supported format ({formats})") from None
+    except PermissionError:
+        raise ImageError(f"{source}: cannot read the file (permission denied)") from None
+    except MemoryError:
+        raise ImageError(f"{source}: not enough memory to decode the image") from None
+    except _DECODE_ERRORS as error:
+        raise ImageError(f"{source}: cannot decode the image ({error})") from None
+
+
+def _check_regular_file(path: str | os.PathLike, source: str) -> None:
     try:
         kind = os.stat(path).st_mode
     except FileNotFoundError:
@@ -109,33 +181,80 @@ def read_intensities(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_P
     if not stat.S_ISREG(kind):
         # Opening a FIFO blocks until someone writes to it, and a device may never end: neither is an image file.
         raise ImageError(f"{source}: not a regular file (a pipe, device or socket)")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns above its own limit; ours (max_pixels) is checked just below, from the header. Its warnings
-            # about damaged metadata (EXIF, TIFF tags) are not the caller's business: the pixels decode or they don't.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageError(f"{source}: {width}×{height} pixels is more than the limit of {max_pixels}")
-                if width == 0 or height == 0:
-                    raise ImageError(f"{source}: image is empty ({width}×{height})")
-                image.seek(0)
-                image = ImageOps.exif_transpose(image)
-                return _intensities(image)
-    except ImageError:
-        raise
-    except Image.DecompressionBombError:
-        raise ImageError(f"{source}: too many pixels (more than Pillow's decompression-bomb limit)") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{source}: not an image file (or a format Pillow cannot read)") from None
-    except PermissionError:
-        raise ImageError(f"{source}: cannot read the file (permission denied)") from None
-    except MemoryError:
-        raise ImageError(f"{source}: not enough memory to decode the image") from None
-    except _DECODE_ERRORS as error:
-        raise ImageError(f"{source}: cannot decode the image ({error})") from None
+
+
+def _check_size(image: Image.Image, source: str, max_pixels: int) -> None:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"{source}: {width}×{height} pixels is more than the limit of {max_pixels}")
+    if width == 0 or height == 0:
+        raise ImageError(f"{source}: image is empty ({width}×{height})")
+
+
+def _check_jpeg_scans(path: str | os.PathLike, image: Image.Image, source: str) -> None:
+    """Refuses a JPEG whose scans × pixels exceed the budget (MAX_JPEG_SCANS, MAX_JPEG_SCAN_PIXELS), from its markers.
+
+    A single scan is always allowed: its cost is that of the pixels, which ``max_pixels`` bounds.
+    """
+    width, height = image.size
+    allowed = max(1, min(MAX_JPEG_SCANS, MAX_JPEG_SCAN_PIXELS // (width * height)))
+    if _count_scan_markers(path, stop_above=allowed) > allowed:
+        raise ImageError(f"{source}: more than {allowed} JPEG scans at {width}×{height} pixels (too slow to decode)")
+
+
+def _count_scan_markers(path: str | os.PathLike, *, stop_above: int) -> int:
+    """Start-of-scan markers in the file, counted a chunk at a time; stops once the count exceeds ``stop_above``.
+
+    A marker inside metadata (an EXIF thumbnail's scan, bytes of an ICC profile) counts too: at most a few extra.
+    """
+    count = 0
+    carry = b""  # the previous chunk's last byte: a marker may straddle two chunks
+    with open(path, "rb") as file:
+        while count <= stop_above and (chunk := file.read(_SCAN_READ_BYTES)):
+            window = carry + chunk
+            count += window.count(_SCAN_MARKER)
+            carry = window[-1:]
+    return count
+
+
+def _working_image(image: Image.Image) -> Image.Image:
+    """The opened file's current frame decoded, in the mode ``_intensities`` reads, within ``WORKING_PIXELS``, and
+    turned as its EXIF orientation says.
+
+    The reduction happens before the conversion to floats: JPEGs decode at 1/2, 1/4 or 1/8 scale (DCT scaling,
+    ``Image.draft``; other formats ignore it), then Pillow's box filter (``Image.reduce``) divides by what remains.
+    """
+    factor = _reduction_factor(*image.size)
+    if factor > 1:
+        image.draft(None, (math.ceil(image.width / factor), math.ceil(image.height / factor)))
+    image.load()
+    transpose = _EXIF_TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation))
+    factor = _reduction_factor(*image.size)  # what the DCT scaling left
+    mode = _mode_to_read(image)
+    if factor > 1 and mode.startswith("I;16"):
+        mode = "I"  # Pillow's reduce has no 16-bit mode
+    working = image if image.mode == mode else image.convert(mode)
+    if factor > 1:
+        working = working.reduce(factor)
+    return working if transpose is None else working.transpose(transpose)
+
+
+def _reduction_factor(width: int, height: int) -> int:
+    """The smallest integer factor that brings the image (its sides rounded up) within ``WORKING_PIXELS``."""
+    factor = max(1, math.isqrt(width * height // WORKING_PIXELS))
+    while math.ceil(width / factor) * math.ceil(height / factor) > WORKING_PIXELS:
+        factor += 1
+    return factor
+
+
+def _mode_to_read(image: Image.Image) -> str:
+    """16-bit and float modes as they are; any other as 8-bit grey or RGB, with alpha if it has transparency."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        return mode
+    has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
+    grey = mode in _GREY_MODES or (mode == "P" and _palette_is_grey(image))
+    return ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
 
 
 def prepare_array(array: Any, input_format: InputFormat, *, source: str = "array") -> np.ndarray:
@@ -195,19 +314,21 @@ def prepare_intensities(values: np.ndarray, input_format: InputFormat, *, source
 
 
 def _intensities(image: Image.Image) -> np.ndarray:
-    """A decoded Pillow image → ``[H, W, c]`` float32 in [0, 1] (c = 1–4, alpha last)."""
-    mode = image.mode
-    if mode.startswith("I;16") or mode == "I":
-        return (np.clip(np.asarray(image, dtype=np.float32), 0, 65535) / 65535)[:, :, None]
-    if mode == "F":
-        return np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32)), 0.0, 1.0)[:, :, None]
-    has_alpha = mode in _ALPHA_MODES or "transparency" in image.info
-    grey = mode in _GREY_MODES or (mode == "P" and _palette_is_grey(image))
-    target = ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
-    if mode != target:
-        image = image.convert(target)
-    array = np.asarray(image, dtype=np.float32) / 255  # (H, W) or (H, W, c)
-    return array[:, :, None] if array.ndim == 2 else array
+    """A decoded image in a mode of ``_mode_to_read`` → ``[H, W, c]`` float32 in [0, 1] (c = 1–4, alpha last).
+
+    One float32 array, scaled and clipped in place: the memory is 4 bytes a pixel and channel, plus the pixels as
+    Pillow holds them.
+    """
+    values = np.array(image, dtype=np.float32)  # (H, W) or (H, W, c), a copy of its own
+    if image.mode == "F":
+        np.nan_to_num(values, copy=False)
+        np.clip(values, 0.0, 1.0, out=values)
+    elif image.mode.startswith("I"):  # I;16…, I
+        np.clip(values, 0, 65535, out=values)
+        values /= 65535
+    else:
+        values /= 255
+    return values[:, :, None] if values.ndim == 2 else values
 
 
 def _palette_is_grey(image: Image.Image) -> bool:

@@ -24,8 +24,12 @@ from PIL import Image
 SIDE = 28
 LIMIT = r"pixels is more than the limit of 64000000"
 BOMB = r"too many pixels \(more than Pillow's decompression-bomb limit\)"
-NOT_AN_IMAGE = r"not an image file \(or a format Pillow cannot read\)"
+NOT_AN_IMAGE = r"not an image file of a supported format \(PNG, JPEG, BMP, WebP, TIFF, GIF\)"
+# What Pillow would hand to Ghostscript, which would run it: `{} loop` never ends (named .png: Pillow goes by content).
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n{} loop\n"
+SCAN_MARKER = b"\xff\xda"
 CANNOT_DECODE = r"cannot decode the image \(.+\)"
+SCANS, SLOW = r"JPEG scans", r"\(too slow to decode\)"
 
 
 @dataclass(frozen=True)
@@ -86,11 +90,27 @@ def _bmp_header(width: int, height: int) -> bytes:
 
 
 def _jpeg_with_size(jpeg: bytes, width: int, height: int) -> bytes:
-    """A valid JPEG whose start-of-frame marker is edited to claim width × height."""
-    frame = jpeg.index(b"\xff\xc0")
+    """A valid JPEG whose start-of-frame marker (baseline or progressive) is edited to claim width × height."""
+    frame = next(jpeg.index(marker) for marker in (b"\xff\xc0", b"\xff\xc2") if marker in jpeg)
     edited = bytearray(jpeg)
     edited[frame + 5 : frame + 9] = struct.pack(">HH", height, width)
     return bytes(edited)
+
+
+def jpeg_with_scans(jpeg: bytes, scans: int) -> bytes:
+    """A progressive JPEG (as Pillow writes it) with its last scan repeated until it has ``scans`` scans.
+
+    libjpeg decodes the repeats (it warns of a bogus progression, which Pillow ignores): each is one more pass over
+    the whole image, which is what makes thousands of them slow.
+    """
+    assert jpeg.endswith(b"\xff\xd9") and jpeg.count(SCAN_MARKER) <= scans, "a progressive JPEG of fewer scans"
+    last_scan = jpeg[jpeg.rindex(SCAN_MARKER) : -2]  # up to the end-of-image marker
+    return jpeg[:-2] + last_scan * (scans - jpeg.count(SCAN_MARKER)) + jpeg[-2:]
+
+
+def _mpo(*arrays: np.ndarray) -> bytes:
+    """A camera-style JPEG with a second image (MPO): Pillow opens it through its JPEG opener as format "MPO"."""
+    return _frames(*arrays, format="MPO", quality=95)
 
 
 def _frames(*arrays: np.ndarray, format: str, **options) -> bytes:
@@ -111,6 +131,7 @@ def cases_and_writers() -> list[tuple[Case, Callable[[Path], None] | None]]:
     digit = _digit()
     png = _encode(Image.fromarray(digit), "PNG")
     jpeg = _encode(Image.fromarray(np.dstack([digit] * 3)), "JPEG", quality=90)
+    progressive = _encode(Image.fromarray(digit), "JPEG", progressive=True)
     nan_plane = (digit / 255).astype(np.float32)
     nan_plane[0, 0], nan_plane[1, 1], nan_plane[2, 2] = np.nan, np.inf, -np.inf
     palette_with_alpha = Image.fromarray(np.dstack([digit] * 3)).quantize(8)
@@ -141,6 +162,11 @@ def cases_and_writers() -> list[tuple[Case, Callable[[Path], None] | None]]:
         (Case("text named.png", NOT_AN_IMAGE), data(b"hello, world\n")),
         (Case("page.jpg", NOT_AN_IMAGE), data(b"<!doctype html><title>404</title>\n")),
         (Case("zeros.gif", NOT_AN_IMAGE), data(bytes(4096))),
+        # Images of formats outside the allow-list, whatever their name: never decoded, no helper program started.
+        (Case("postscript.png", NOT_AN_IMAGE), data(POSTSCRIPT)),
+        (Case("eps named.jpg", NOT_AN_IMAGE), image(Image.fromarray(digit), "EPS")),
+        (Case("portable graymap.png", NOT_AN_IMAGE), image(Image.fromarray(digit), "PPM")),
+        (Case("paintbrush.pcx", NOT_AN_IMAGE), image(Image.fromarray(digit), "PCX")),
         # Broken images.
         (Case("truncated.png", CANNOT_DECODE), data(png[:60])),
         (Case("truncated header.png", CANNOT_DECODE), data(png[:20])),
@@ -158,6 +184,11 @@ def cases_and_writers() -> list[tuple[Case, Callable[[Path], None] | None]]:
         (Case("bomb.bmp", BOMB), data(_bmp_header(50_000, 50_000))),
         (Case("bomb.jpg", BOMB), data(_jpeg_with_size(jpeg, 65000, 65000))),
         (Case("limit.jpg", rf"9000×9000 {LIMIT}"), data(_jpeg_with_size(jpeg, 9000, 9000))),
+        # Progressive JPEGs of absurd scan counts (each scan a pass over the image), refused from their markers.
+        (Case("many scans.jpg", rf"more than 256 {SCANS} at 28×28 pixels {SLOW}"),
+         data(jpeg_with_scans(progressive, 257))),
+        (Case("scan bomb.jpg", rf"more than 40 {SCANS} at 8000×8000 pixels {SLOW}"),
+         data(_jpeg_with_size(jpeg_with_scans(progressive, 41), 8000, 8000))),
         # Paths that are not files.
         (Case("missing.png", r"no such file"), None),
         (Case("dangling link.png", r"no such file"), dangling_link),
@@ -172,7 +203,9 @@ def cases_and_writers() -> list[tuple[Case, Callable[[Path], None] | None]]:
         (Case("animated.gif", None), data(_frames(digit, 255 - digit, digit[::-1], format="GIF", duration=50))),
         (Case("pages.tiff", None), data(_frames(digit, 255 - digit, format="TIFF"))),
         (Case("cmyk.jpg", None), image(Image.fromarray(np.dstack([digit] * 3)).convert("CMYK"), "JPEG")),
-        (Case("progressive.jpg", None), image(Image.fromarray(digit), "JPEG", progressive=True)),
+        (Case("progressive.jpg", None), data(progressive)),
+        (Case("256 scans.jpg", None), data(jpeg_with_scans(progressive, 256))),
+        (Case("camera mpo.jpg", None), data(_mpo(digit, 255 - digit))),
         (Case("16 bit.png", None), image(Image.fromarray(digit.astype(np.uint16) * 257), "PNG")),
         (Case("16 bit.tiff", None), image(Image.fromarray(digit.astype(np.uint16) * 257), "TIFF")),
         (Case("palette.png", None), image(Image.fromarray(np.dstack([digit] * 3)).quantize(16), "PNG")),

@@ -189,7 +189,10 @@ def test_list_models_shows_the_test_error(run, models_dir, tiny_rnn_path):
     shutil.copy(tiny_rnn_path, models_dir / "tiny.onnx")
     status, out, _ = run("--list-models", model=False)
     path = models_dir / "tiny.onnx"
-    assert status == 0 and out == [f"tiny: mnist, test error 50.00%, {TINY_GLIMPSES} glimpses ({path})"]
+    assert status == 0 and [line.split() for line in out] == [
+        ["model", "data", "set", "glimpses", "test", "error", "file"],
+        ["tiny", "mnist", str(TINY_GLIMPSES), "50.00%", str(path)],
+    ]
 
 
 def test_list_models_without_models_says_so(run, models_dir):
@@ -204,3 +207,35 @@ def test_version(run):
 def test_examples_folder_runs_end_to_end(run):
     status, out, err = run(str(EXAMPLES), "--json")
     assert (status, err, len(out)) == (0, [], len(list(EXAMPLES.glob("*.png")) + list(EXAMPLES.glob("*.jpg"))))
+
+
+def test_csv_output_has_a_header_and_one_row_per_input(run, files, tmp_path):
+    import csv
+
+    status, out, _ = run(*files, str(tmp_path / "missing.png"), "--format", "csv", "--top-k", "2")
+    rows = list(csv.DictReader(out))
+    assert status == 2 and len(rows) == len(files) + 1
+    assert rows[0]["file"] == files[0] and rows[0]["label"] and float(rows[0]["confidence"]) > 0
+    assert len(rows[0]["top_k"].split(";")) == 2 and rows[0]["error"] == ""
+    assert rows[-1]["error"] == "no such file" and rows[-1]["label"] == ""
+
+
+def test_recursive_finds_images_in_subfolders(run, files, tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(files[0], tmp_path / "a" / "b" / "deep.png")
+    shutil.copy(files[1], tmp_path / "top.png")
+    assert run(str(tmp_path))[1] == [line for line in run(str(tmp_path / "top.png"))[1]]
+    status, out, _ = run(str(tmp_path), "--recursive")
+    assert status == 0 and [line.split(":")[0] for line in out] == [
+        str(tmp_path / "a" / "b" / "deep.png"),
+        str(tmp_path / "top.png"),
+    ]
+
+
+def test_an_unavailable_provider_falls_back_with_one_line(run, files):
+    status, out, err = run(files[0], "--provider", "NoSuchExecutionProvider")
+    assert (status, len(out)) == (0, 1)
+    assert err == [
+        "ram-infer: execution provider(s) ['NoSuchExecutionProvider'] not available in this onnxruntime; "
+        "falling back to ['CPUExecutionProvider']"
+    ]

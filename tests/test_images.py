@@ -2,15 +2,35 @@
 
 from __future__ import annotations
 
+import io
+import math
+import os
 import struct
+import subprocess
+import sys
+import time
 import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, features
+from PIL import Image, ImageDraw, features
 
-from ram_infer.images import ImageError, load_image, prepare_array
+import ram_infer.images
+from ram_infer.images import (
+    _SCAN_READ_BYTES,
+    DECODABLE_FORMATS,
+    IMAGE_SUFFIXES,
+    MAX_JPEG_SCANS,
+    MAX_JPEG_SCAN_PIXELS,
+    WORKING_PIXELS,
+    ImageError,
+    load_image,
+    prepare_array,
+    read_intensities,
+)
 from ram_infer.metadata import InputFormat
+
+from make_bad_inputs import NOT_AN_IMAGE, POSTSCRIPT, SCAN_MARKER, jpeg_with_scans
 
 MNIST = InputFormat(height=28, width=28, channels=1)
 CANVAS = InputFormat(height=60, width=60, channels=1, placement="canvas")
@@ -255,3 +275,222 @@ def test_missing_file_raises(tmp_path):
 def test_directory_raises(tmp_path):
     with pytest.raises(ImageError, match=r"is a directory, not an image"):
         load_image(tmp_path, MNIST)
+
+
+def _encode(image: Image.Image, format: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The format allow-list: Pillow identifies a file by its content; only DECODABLE_FORMATS are decoded.
+def test_suffixes_and_docstring_follow_the_format_list():
+    assert DECODABLE_FORMATS == ("PNG", "JPEG", "BMP", "WebP", "TIFF", "GIF")  # the README's list
+    suffix_formats = {Image.registered_extensions()[suffix] for suffix in IMAGE_SUFFIXES}
+    assert suffix_formats == {name.upper() for name in DECODABLE_FORMATS}
+    assert ", ".join(DECODABLE_FORMATS) in ram_infer.images.__doc__
+
+
+# Formats Pillow both writes and reads (the mode each writer takes): each file is named .png, to show that the content
+# decides, and refused.
+OTHER_FORMATS = {
+    "BLP": "P", "DDS": "L", "DIB": "L", "EPS": "L", "ICNS": "RGBA", "ICO": "L", "MSP": "1", "PCX": "L",
+    "PPM": "L", "QOI": "RGB", "SGI": "L", "SPIDER": "F", "TGA": "L", "XBM": "1", "JPEG2000": "L", "AVIF": "RGB",
+}  # fmt: skip
+OPTIONAL_CODECS = {"JPEG2000": "jpg_2000", "AVIF": "avif"}
+
+
+@pytest.mark.parametrize("format", list(OTHER_FORMATS))
+def test_other_formats_are_refused_whatever_the_name(digit, tmp_path, format):
+    if format in OPTIONAL_CODECS and not features.check(OPTIONAL_CODECS[format]):
+        pytest.skip(f"Pillow built without {format}")
+    path = tmp_path / "digit.png"
+    # Written through memory: Pillow's SPIDER writer registers the name's suffix (.png!) as SPIDER for later saves.
+    path.write_bytes(_encode(Image.fromarray(digit).convert(OTHER_FORMATS[format]), format))
+    with Image.open(path) as image:
+        assert image.format == format  # Pillow itself would decode it
+    with pytest.raises(ImageError, match=rf"^{path}: {NOT_AN_IMAGE}$"):
+        load_image(path, MNIST)
+
+
+def test_camera_jpeg_with_a_second_image_decodes(digit, expected, tmp_path):
+    """Cameras write MPO (a JPEG followed by other images): Pillow's JPEG opener returns it as format "MPO"."""
+    path = tmp_path / "camera.jpg"
+    Image.fromarray(digit).save(path, format="MPO", save_all=True, append_images=[Image.new("L", (28, 28))])
+    with Image.open(path) as image:
+        assert (image.format, image.n_frames) == ("MPO", 2)
+    np.testing.assert_allclose(load_image(path, MNIST), expected, rtol=0, atol=0.15)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a shell script stands in for Ghostscript")
+def test_postscript_named_png_never_starts_ghostscript(tmp_path):
+    """PostScript named .png is refused without starting a helper: a fake ``gs`` first on PATH records any start.
+
+    The second run is the control: Pillow left to identify the file starts that same ``gs`` (the real one would run
+    the PostScript, and its ``{} loop`` never ends), so the first run's silence is meaningful.
+    """
+    helpers, marker, path = tmp_path / "bin", tmp_path / "gs started", tmp_path / "x.png"
+    helpers.mkdir()
+    (helpers / "gs").write_text(f"#!/bin/sh\ntouch '{marker}'\nexit 1\n")
+    (helpers / "gs").chmod(0o755)
+    path.write_bytes(POSTSCRIPT)
+    env = {**os.environ, "PATH": f"{helpers}{os.pathsep}{os.environ['PATH']}"}
+
+    def python(code: str) -> str:
+        result = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True, timeout=120)
+        return result.stdout.decode()
+
+    ours = "import sys, ram_infer.images as m\ntry: m.read_intensities(sys.argv[1])\nexcept m.ImageError as e: print(e)"
+    assert python(ours) == f"{path}: not an image file of a supported format (PNG, JPEG, BMP, WebP, TIFF, GIF)\n"
+    assert not marker.exists()
+    python("import sys; from PIL import Image\ntry: Image.open(sys.argv[1]).load()\nexcept OSError: pass")
+    assert marker.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The JPEG scan budget: scans are counted from the markers, before decoding.
+@pytest.fixture(scope="module")
+def progressive_digit(digit) -> bytes:
+    return _encode(Image.fromarray(digit), "JPEG", progressive=True)
+
+
+def test_jpeg_at_the_scan_cap_decodes_and_one_more_scan_is_refused(progressive_digit, tmp_path):
+    at_cap, above = tmp_path / "at cap.jpg", tmp_path / "above.jpg"
+    at_cap.write_bytes(jpeg_with_scans(progressive_digit, MAX_JPEG_SCANS))
+    above.write_bytes(jpeg_with_scans(progressive_digit, MAX_JPEG_SCANS + 1))
+    assert load_image(at_cap, MNIST).shape == (1, 28, 28)
+    with pytest.raises(ImageError, match=rf"above\.jpg: more than {MAX_JPEG_SCANS} JPEG scans at 28×28 pixels"):
+        load_image(above, MNIST)
+
+
+def _comments(total: int) -> bytes:
+    """JPEG comment segments of ``total`` bytes in all (at least 4 a segment, at most 60 000)."""
+    count = math.ceil(total / 60_000)
+    sizes = [total // count + (i < total % count) for i in range(count)]
+    return b"".join(b"\xff\xfe" + struct.pack(">H", size - 2) + bytes(size - 4) for size in sizes)
+
+
+def test_scan_markers_are_counted_across_read_chunks(progressive_digit, tmp_path):
+    """One scan over the cap, the first marker's two bytes in two chunks of the count: still refused."""
+    jpeg = jpeg_with_scans(progressive_digit, MAX_JPEG_SCANS + 1)
+    padding = _SCAN_READ_BYTES - 1 - jpeg.index(SCAN_MARKER)
+    data = jpeg[:2] + _comments(padding) + jpeg[2:]  # after the start-of-image marker
+    assert data[_SCAN_READ_BYTES - 1 : _SCAN_READ_BYTES + 1] == SCAN_MARKER
+    path = tmp_path / "padded.jpg"
+    path.write_bytes(data)
+    with pytest.raises(ImageError, match=rf"more than {MAX_JPEG_SCANS} JPEG scans"):
+        load_image(path, MNIST)
+
+
+@pytest.fixture(scope="module")
+def large_progressive() -> bytes:
+    """A real 8000×8000 progressive JPEG (10 scans, 250 kB): a bright bar on grey."""
+    image = Image.new("L", (8000, 8000), 30)
+    ImageDraw.Draw(image).rectangle((3600, 2000, 4400, 6000), fill=220)
+    return _encode(image, "JPEG", progressive=True)
+
+
+def test_scans_times_pixels_is_bounded(large_progressive, tmp_path):
+    """Under the absolute cap but over scans × pixels: the 8000×8000 file may have 40 scans, not 41."""
+    allowed = MAX_JPEG_SCAN_PIXELS // 8000**2
+    assert allowed < MAX_JPEG_SCANS
+    path = tmp_path / "41 scans.jpg"
+    path.write_bytes(jpeg_with_scans(large_progressive, allowed + 1))
+    with pytest.raises(ImageError, match=rf"more than {allowed} JPEG scans at 8000×8000 pixels \(too slow to decode"):
+        load_image(path, MNIST)
+
+
+def test_scan_bomb_is_refused_at_once(large_progressive, tmp_path):
+    """The issue's file: 10 000 scans over 8000×8000 pixels in 1.3 MB decoded for 6 minutes; refused in a moment."""
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(jpeg_with_scans(large_progressive, 10_000))
+    began = time.monotonic()
+    with pytest.raises(ImageError, match=r"JPEG scans at 8000×8000 pixels"):
+        load_image(path, MNIST)
+    assert time.monotonic() - began < 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The working resolution: images above WORKING_PIXELS are reduced by an integer factor while decoding.
+def _blocks(small: np.ndarray, factor: int) -> np.ndarray:
+    """Each pixel of ``small`` repeated as a factor × factor block: the box filter gives ``small`` back exactly."""
+    return np.kron(small, np.ones((factor, factor), small.dtype))
+
+
+def test_image_within_the_working_budget_decodes_at_full_resolution(tmp_path):
+    side = math.isqrt(WORKING_PIXELS)
+    pixels = np.random.default_rng(0).integers(0, 256, (side, side), np.uint8)
+    path = tmp_path / "budget.png"
+    Image.fromarray(pixels).save(path, compress_level=1)
+    assert np.array_equal(read_intensities(path), (pixels / np.float32(255))[:, :, None])
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_larger_image_is_reduced_by_an_integer_factor(tmp_path, mode):
+    """Just above the budget (2000×2001 blocks of 2×2): halved, each block its value, 16-bit included."""
+    side = math.isqrt(WORKING_PIXELS) // 2
+    small = np.random.default_rng(1).integers(0, 256, (side, side + 1), np.uint8)
+    scale = 257 if mode == "I;16" else 1
+    path = tmp_path / "large.png"
+    Image.fromarray(_blocks(small, 2).astype(np.uint16 if mode == "I;16" else np.uint8) * scale).save(path)
+    np.testing.assert_allclose(read_intensities(path)[:, :, 0], small / np.float32(255), rtol=0, atol=1e-6)
+
+
+def test_palette_is_converted_to_colours_before_reduction(tmp_path):
+    """Black and white pixels (palette entries 0 and 2; entry 1 red) average to grey, not to the mean entry, red."""
+    indices = np.indices((2002, 2000)).sum(axis=0) % 2 * 2  # a checkerboard of entries 0 and 2
+    image = Image.fromarray(indices.astype(np.uint8), "P")
+    image.putpalette([0, 0, 0, 255, 0, 0, 255, 255, 255])
+    path = tmp_path / "palette.png"
+    image.save(path)
+    values = read_intensities(path)
+    assert values.shape == (1001, 1000, 3) and np.all(values == np.float32(128 / 255))
+
+
+def test_large_jpeg_is_decoded_at_a_dct_scale(tmp_path):
+    """A 4000×4000 JPEG comes out as libjpeg's 1/2-scale decode (Image.draft), never decoded in full."""
+    pixels = np.random.default_rng(2).integers(0, 256, (500, 500), np.uint8)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(pixels).resize((4000, 4000), Image.Resampling.BILINEAR).save(path, quality=90)
+    with Image.open(path) as image:
+        image.draft(None, (2000, 2000))
+        scaled = np.asarray(image) / np.float32(255)
+    assert scaled.shape == (2000, 2000)
+    assert np.array_equal(read_intensities(path)[:, :, 0], scaled)
+
+
+def test_exif_orientation_is_applied_after_reduction(tmp_path):
+    """Stored 4000 wide × 2000 high with a mark at the top left, orientation 6 (turn 90° clockwise to display)."""
+    stored = np.zeros((2000, 4000), np.uint8)
+    stored[:400, :400] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "portrait.jpg"
+    Image.fromarray(stored).save(path, exif=exif)
+    values = read_intensities(path)[:, :, 0]
+    assert values.shape == (2000, 1000)  # halved, then turned
+    assert values[:150, -150:].min() > 0.9 and values[:, :-250].max() < 0.1  # the mark at the top right
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
+def test_large_png_decodes_in_memory_proportional_to_its_pixels(tmp_path):
+    """An 8000×8000 RGBA PNG of 250 kB took 2.8 GB (float64 and full-size float32 copies) and 11 s; now the decoded
+    bytes (256 MB), the premultiplied copy the box filter works on (256 MB) and floats of 4 Mpx."""
+    image = Image.new("RGBA", (8000, 8000))
+    ImageDraw.Draw(image).rectangle((3600, 2000, 4400, 6000), fill=(255, 255, 255, 255))
+    path = tmp_path / "large.png"
+    image.save(path)
+    del image
+    code = (
+        "import resource, sys\n"
+        "from ram_infer.images import load_image\n"
+        "from ram_infer.metadata import InputFormat\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "x = load_image(sys.argv[1], InputFormat(height=28, width=28, channels=1))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, x.max())"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    grown_kb, brightest = result.stdout.split()
+    assert float(brightest) == 1.0
+    assert int(grown_kb) < 640_000, f"{int(grown_kb) >> 10} MB"
