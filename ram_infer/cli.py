@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
 DEFAULT_MODEL = "mnist"
 STDIN = "-"
+MAX_STDIN_BYTES = 256 << 20  # an image piped in is read whole: bounded like a model file
 FORMATS = ("text", "json", "csv")
 CSV_COLUMNS = ("file", "label", "confidence", "glimpses_used", "top_k", "error")
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130  # 130 = 128 + SIGINT, what a shell reports for Ctrl-C
@@ -206,6 +207,7 @@ class _Run:
         self.json = args.format == "json"
         self.csv = csv.writer(out, lineterminator="\n")
         self.csv_header_written = False
+        self.stdin: bytes | None = None
 
     def run(self) -> int:
         from ram_infer.engine import bundled_models
@@ -311,7 +313,7 @@ class _Run:
         return files
 
     def classify(self, engine: Engine, files: list[str], several: bool) -> None:
-        from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+        from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError
         from ram_infer.metadata import ModelFormatError
 
         max_pixels = self.args.max_pixels or DEFAULT_MAX_PIXELS
@@ -323,7 +325,7 @@ class _Run:
                 problems[i] = self.unusable[file]
                 continue
             try:
-                decoded[i] = load_image(file, engine.info.input, max_pixels=max_pixels)
+                decoded[i] = self.decode(file, engine, max_pixels)
             except ImageError as error:
                 problems[i] = str(error)
         good = sorted(decoded)
@@ -339,6 +341,18 @@ class _Run:
                 self.fail(file, problems[i])
             elif self.args.trace is None or self.trace(engine.info, file, decoded[i], prediction, row_of[i], several):
                 self.report(engine.info, file, prediction, row_of[i])
+
+    def decode(self, file: str, engine: Engine, max_pixels: int) -> np.ndarray:
+        """One input in the model's format: a file, or for ``-`` the image on standard input (read once)."""
+        from ram_infer.images import ImageError, load_image, preprocess
+
+        if file != STDIN:
+            return load_image(file, engine.info.input, max_pixels=max_pixels)
+        if self.stdin is None:
+            self.stdin = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+        if len(self.stdin) > MAX_STDIN_BYTES:
+            raise ImageError(f"{STDIN}: more than {MAX_STDIN_BYTES} bytes on standard input")
+        return preprocess(self.stdin, engine.info.input, source=STDIN, max_pixels=max_pixels)
 
     def report(self, info: ModelInfo, file: str, prediction: Prediction, row: int) -> None:
         probabilities = prediction.probabilities[row]
@@ -374,7 +388,8 @@ class _Run:
 
         out = self.args.trace
         if several:
-            out = out.with_name(f"{out.stem}_{Path(file).stem}{out.suffix}")
+            stem = "stdin" if file == STDIN else Path(file).stem
+            out = out.with_name(f"{out.stem}_{stem}{out.suffix}")
         frames = draw_glimpses(
             image,
             prediction.locations[row],

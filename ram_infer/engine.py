@@ -29,7 +29,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from ram_infer import sensor
-from ram_infer.images import DEFAULT_MAX_PIXELS, load_image
+from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError, load_image, preprocess
 from ram_infer.metadata import ModelFormatError, ModelInfo
 from ram_infer.model_file import read_model
 
@@ -66,6 +66,9 @@ class Prediction:
         glimpses_used (ndarray[N], int64): glimpses taken, T unless the image exited early.
         step_probabilities (ndarray[N, T, classes], float32 or None): softmax after every step, if asked for; after an
             early exit the rows repeat the exit step's.
+        errors (tuple of N str or None, or None): from ``predict_files``, why each file that could not be used
+            failed (``path: problem``), None for the others; its row has label -1 and zeros elsewhere. None from
+            ``predict``.
     """
 
     labels: np.ndarray
@@ -74,6 +77,14 @@ class Prediction:
     locations: np.ndarray
     glimpses_used: np.ndarray
     step_probabilities: np.ndarray | None = None
+    errors: tuple[str | None, ...] | None = None
+
+    @property
+    def ok(self) -> np.ndarray:
+        """ndarray[N], bool: the rows that hold an answer (every row, unless ``errors`` says otherwise)."""
+        if self.errors is None:
+            return np.ones(len(self.labels), bool)
+        return np.array([error is None for error in self.errors], bool)
 
 
 def bundled_models() -> dict[str, Path]:
@@ -271,27 +282,55 @@ class Engine:
         steps: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> Prediction:
-        """Decodes image files (ram_infer.images.load_image) and predicts them.
+        """Decodes image files (ram_infer.images.load_image) and predicts them, a batch of files at a time.
+
+        A file that cannot be used does not fail the others: ``Prediction.errors`` says why (as the CLI prints it),
+        and its row holds label -1 and zeros (``Prediction.ok`` is False there).
 
         Args:
             paths: PNG, JPEG, BMP, WebP, TIFF or GIF files.
             early_exit, batch_size, steps: as for ``predict``.
             max_pixels: larger images (width × height) are refused from their header, before decoding.
 
+        Returns:
+            Prediction, with ``errors``: one entry per path.
+
         Raises:
-            ImageError: a file cannot be read or decoded; the message starts with its path.
+            ModelFormatError: as for ``predict``.
         """
-        shape = self.info.input
         paths = list(paths)
         chunk = self.files_per_batch(batch_size)
-        parts = []
-        for begin in range(0, len(paths), chunk):
-            x = np.stack([load_image(path, shape, max_pixels=max_pixels) for path in paths[begin : begin + chunk]])
-            parts.append(self.predict(x, early_exit=early_exit, batch_size=batch_size, steps=steps))
-        if not parts:
-            empty = np.empty((0, shape.channels, shape.height, shape.width), np.float32)  # (0, C, H, W)
-            return self.predict(empty, early_exit=early_exit, batch_size=batch_size, steps=steps)
-        return _concatenate(parts)
+        parts = [
+            self._predict_file_batch(paths[begin : begin + chunk], early_exit, batch_size, steps, max_pixels)
+            for begin in range(0, len(paths), chunk)
+        ]
+        return _concatenate(parts) if parts else self._predict_file_batch([], early_exit, batch_size, steps, max_pixels)
+
+    def preprocess(self, image: Any, *, source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """Any image (path, file bytes, Pillow image or array, of any size) → ndarray[C, H, W] float32 in this model's
+        input format, for ``predict`` (``ram_infer.images.preprocess``).
+
+        Raises:
+            ImageError: the image cannot be read, decoded or converted.
+        """
+        return preprocess(image, self.info.input, source=source, max_pixels=max_pixels)
+
+    def _predict_file_batch(
+        self, paths: list, early_exit: float | None, batch_size: int, steps: bool, max_pixels: int
+    ) -> Prediction:
+        shape = self.info.input
+        decoded, errors = {}, [None] * len(paths)
+        for i, path in enumerate(paths):
+            try:
+                decoded[i] = load_image(path, shape, max_pixels=max_pixels)  # (C, H, W)
+            except ImageError as error:
+                errors[i] = str(error)
+        rows = sorted(decoded)
+        x = np.empty((len(rows), shape.channels, shape.height, shape.width), np.float32)  # (n, C, H, W)
+        for row, i in enumerate(rows):
+            x[row] = decoded.pop(i)
+        answered = self.predict(x, early_exit=early_exit, batch_size=batch_size, steps=steps)
+        return _spread(answered, rows, len(paths), tuple(errors))
 
     def files_per_batch(self, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """How many files to decode at once: ``batch_size``, or fewer if their images would exceed ``DECODED_BYTES``."""
@@ -436,10 +475,28 @@ def _concatenate(parts: list[Prediction]) -> Prediction:
     """One Prediction of the rows of several, in order."""
     if len(parts) == 1:
         return parts[0]
-    fields = {}
+    fields: dict[str, Any] = {}
     for name in Prediction.__dataclass_fields__:
         values = [getattr(part, name) for part in parts]
-        fields[name] = None if values[0] is None else np.concatenate(values)
+        if values[0] is None:
+            fields[name] = None
+        elif name == "errors":
+            fields[name] = sum(values, ())
+        else:
+            fields[name] = np.concatenate(values)
+    return Prediction(**fields)
+
+
+def _spread(answered: Prediction, rows: list[int], n: int, errors: tuple[str | None, ...]) -> Prediction:
+    """The answers of ``rows`` of n, and label -1 with zeros in the others (the files that failed)."""
+    fields: dict[str, Any] = {"errors": errors}
+    for name in Prediction.__dataclass_fields__:
+        value = getattr(answered, name)
+        if name == "errors" or value is None:
+            continue
+        full = np.full((n, *value.shape[1:]), -1 if name == "labels" else 0, value.dtype)
+        full[rows] = value
+        fields[name] = full
     return Prediction(**fields)
 
 

@@ -28,12 +28,13 @@ The steps, in order (each documented where it happens):
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import stat
 import struct
 import warnings
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
@@ -142,16 +143,68 @@ def read_intensities(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_P
     """
     source = str(path)
     _check_regular_file(path, source)
+    return _decode(lambda: open(path, "rb"), source, max_pixels)
+
+
+def read_intensities_from_bytes(
+    data: bytes, *, source: str = "-", max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """``read_intensities`` of an image file's bytes (standard input, a download, an archive member).
+
+    Raises:
+        ImageError: as ``load_image``; the message starts with ``source``.
+    """
+    return _decode(lambda: io.BytesIO(data), source, max_pixels)
+
+
+def preprocess(
+    image: Any, input_format: InputFormat, *, source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Any image, of any size, in the model's input format: the one entry point for files, bytes, Pillow images and
+    arrays (``Engine.preprocess`` passes the model's format).
+
+    Args:
+        image: a path (``str`` or ``os.PathLike``), the bytes of an image file, a ``PIL.Image.Image``, or an array
+            as ``prepare_array`` takes it.
+        input_format: the model's input (``Engine.info.input``).
+        source: a name for error messages (default: the path, ``"bytes"``, ``"image"`` or ``"array"``).
+        max_pixels: larger images (width × height) are refused.
+
+    Returns:
+        ndarray[C, H, W], float32, ready for ``Engine.predict`` (stack several along a new first axis).
+
+    Raises:
+        ImageError: as ``load_image`` and ``prepare_array``.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, input_format, max_pixels=max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        name = source or "bytes"
+        values = read_intensities_from_bytes(bytes(image), source=name, max_pixels=max_pixels)
+        return prepare_intensities(values, input_format, source=name)
+    if isinstance(image, Image.Image):
+        name = source or "image"
+        _check_size(image, name, max_pixels)
+        try:
+            values = _intensities(_working_image(image, draft=False))
+        except _DECODE_ERRORS as error:  # a lazily loaded image decodes here
+            raise ImageError(f"{name}: cannot decode the image ({error})") from None
+        return prepare_intensities(values, input_format, source=name)
+    return prepare_array(image, input_format, source=source or "array")
+
+
+def _decode(open_file: Callable[[], BinaryIO], source: str, max_pixels: int) -> np.ndarray:
+    """Steps 1–2 on the stream ``open_file()`` gives (opened again to count a JPEG's scans)."""
     try:
         with warnings.catch_warnings():
             # Pillow warns above its own limit; ours (max_pixels) is checked just below, from the header. Its warnings
             # about damaged metadata (EXIF, TIFF tags) are not the caller's business: the pixels decode or they don't.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
-            with Image.open(path, formats=_PILLOW_FORMATS) as image:
+            with open_file() as file, Image.open(file, formats=_PILLOW_FORMATS) as image:
                 _check_size(image, source, max_pixels)
                 if isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO included
-                    _check_jpeg_scans(path, image, source)
+                    _check_jpeg_scans(open_file, image, source)
                 image.seek(0)
                 return _intensities(_working_image(image))
     except ImageError:
@@ -191,25 +244,25 @@ def _check_size(image: Image.Image, source: str, max_pixels: int) -> None:
         raise ImageError(f"{source}: image is empty ({width}×{height})")
 
 
-def _check_jpeg_scans(path: str | os.PathLike, image: Image.Image, source: str) -> None:
+def _check_jpeg_scans(open_file: Callable[[], BinaryIO], image: Image.Image, source: str) -> None:
     """Refuses a JPEG whose scans × pixels exceed the budget (MAX_JPEG_SCANS, MAX_JPEG_SCAN_PIXELS), from its markers.
 
     A single scan is always allowed: its cost is that of the pixels, which ``max_pixels`` bounds.
     """
     width, height = image.size
     allowed = max(1, min(MAX_JPEG_SCANS, MAX_JPEG_SCAN_PIXELS // (width * height)))
-    if _count_scan_markers(path, stop_above=allowed) > allowed:
+    if _count_scan_markers(open_file, stop_above=allowed) > allowed:
         raise ImageError(f"{source}: more than {allowed} JPEG scans at {width}×{height} pixels (too slow to decode)")
 
 
-def _count_scan_markers(path: str | os.PathLike, *, stop_above: int) -> int:
+def _count_scan_markers(open_file: Callable[[], BinaryIO], *, stop_above: int) -> int:
     """Start-of-scan markers in the file, counted a chunk at a time; stops once the count exceeds ``stop_above``.
 
     A marker inside metadata (an EXIF thumbnail's scan, bytes of an ICC profile) counts too: at most a few extra.
     """
     count = 0
     carry = b""  # the previous chunk's last byte: a marker may straddle two chunks
-    with open(path, "rb") as file:
+    with open_file() as file:
         while count <= stop_above and (chunk := file.read(_SCAN_READ_BYTES)):
             window = carry + chunk
             count += window.count(_SCAN_MARKER)
@@ -217,15 +270,16 @@ def _count_scan_markers(path: str | os.PathLike, *, stop_above: int) -> int:
     return count
 
 
-def _working_image(image: Image.Image) -> Image.Image:
+def _working_image(image: Image.Image, *, draft: bool = True) -> Image.Image:
     """The opened file's current frame decoded, in the mode ``_intensities`` reads, within ``WORKING_PIXELS``, and
     turned as its EXIF orientation says.
 
     The reduction happens before the conversion to floats: JPEGs decode at 1/2, 1/4 or 1/8 scale (DCT scaling,
     ``Image.draft``; other formats ignore it), then Pillow's box filter (``Image.reduce``) divides by what remains.
+    ``draft=False`` for a caller's own Pillow image, which ``draft`` would change.
     """
     factor = _reduction_factor(*image.size)
-    if factor > 1:
+    if draft and factor > 1:
         image.draft(None, (math.ceil(image.width / factor), math.ceil(image.height / factor)))
     image.load()
     transpose = _EXIF_TRANSPOSE.get(image.getexif().get(ExifTags.Base.Orientation))

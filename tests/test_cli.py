@@ -239,3 +239,16 @@ def test_an_unavailable_provider_falls_back_with_one_line(run, files):
         "ram-infer: execution provider(s) ['NoSuchExecutionProvider'] not available in this onnxruntime; "
         "falling back to ['CPUExecutionProvider']"
     ]
+
+
+def test_dash_reads_one_image_from_standard_input(tiny_rnn_path, files):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [sys.executable, "-m", "ram_infer", "-", files[0], "--model", str(tiny_rnn_path)]
+    result = subprocess.run(command, input=Path(files[0]).read_bytes(), capture_output=True, timeout=120)
+    piped, named = result.stdout.decode().splitlines()
+    assert result.returncode == 0 and piped.removeprefix("-") == named.removeprefix(files[0])
+    refused = subprocess.run(command[:3] + command[4:], input=b"not an image", capture_output=True, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.decode().startswith("-: not an image file")

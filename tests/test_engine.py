@@ -208,11 +208,31 @@ def test_a_small_workspace_budget_runs_smaller_internal_batches_with_the_same_bi
     assert_identical(small.predict(images, early_exit=0.9), early)
 
 
-def test_predict_files_names_the_bad_file(engine, tmp_path):
+def test_predict_files_reports_a_bad_file_and_answers_the_others(engine, digit_files, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not a png")
-    with pytest.raises(ImageError, match=r"bad\.png: not an image file"):
-        engine.predict_files([bad])
+    mixed = engine.predict_files([digit_files[0], bad, digit_files[1]])
+    alone = engine.predict_files([digit_files[0], digit_files[1]])
+    assert mixed.errors[0] is None and mixed.errors[2] is None
+    assert mixed.errors[1].startswith(f"{bad}: not an image file")
+    assert mixed.ok.tolist() == [True, False, True] and alone.ok.all() and alone.errors == (None, None)
+    assert mixed.labels[1] == -1 and mixed.glimpses_used[1] == 0 and not mixed.probabilities[1].any()
+    for name in FIELDS:
+        assert np.array_equal(getattr(mixed, name)[[0, 2]], getattr(alone, name)), name
+
+
+def test_preprocess_takes_paths_bytes_pillow_images_and_arrays_alike(engine, digit_files):
+    from PIL import Image
+
+    path = digit_files[0]
+    expected = engine.preprocess(path)
+    with Image.open(path) as image:
+        pillow = engine.preprocess(image)
+        array = engine.preprocess(np.asarray(image))
+    for other in (engine.preprocess(path.read_bytes()), pillow, array):
+        assert np.array_equal(other, expected)
+    with pytest.raises(ImageError, match=r"^upload: not an image file"):
+        engine.preprocess(b"not an image", source="upload")
 
 
 def test_unknown_model_name_raises():
