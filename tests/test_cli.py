@@ -250,5 +250,6 @@ def test_dash_reads_one_image_from_standard_input(tiny_rnn_path, files):
     result = subprocess.run(command, input=Path(files[0]).read_bytes(), capture_output=True, timeout=120)
     piped, named = result.stdout.decode().splitlines()
     assert result.returncode == 0 and piped.removeprefix("-") == named.removeprefix(files[0])
-    refused = subprocess.run(command[:3] + command[4:], input=b"not an image", capture_output=True, timeout=120)
+    alone = [sys.executable, "-m", "ram_infer", "-", "--model", str(tiny_rnn_path)]
+    refused = subprocess.run(alone, input=b"not an image", capture_output=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.decode().startswith("-: not an image file")

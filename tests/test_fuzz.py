@@ -1,4 +1,4 @@
-"""Short, repeatable runs of the two fuzzers (fuzz/README.md), so that they keep building and stay clean in CI.
+"""Short, repeatable runs of the fuzzers (fuzz/README.md), so that they keep building and stay clean in CI.
 
 The long runs and their numbers are in benchmarks/results/fuzz.md.
 """
@@ -64,3 +64,20 @@ def fuzz_images():
 
 def test_image_fuzzer_finds_nothing_in_a_seeded_run(fuzz_images, tmp_path):
     assert fuzz_images.run(seconds=120, out=tmp_path, seed=0, count=400) == 0
+
+
+@pytest.fixture(scope="module")
+def fuzz_models():
+    pytest.importorskip("onnx")  # the mutations edit ModelProto messages
+    spec = importlib.util.spec_from_file_location("fuzz_models", FUZZ / "fuzz_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# Strict: once load_model refuses invalid UTF-8 in string fields with ModelFormatError, this passes and the marker
+# must go (the finding and its repro: benchmarks/results/fuzz.md).
+@pytest.mark.xfail(strict=True, reason="known finding: invalid UTF-8 in a model's metadata raises UnicodeDecodeError")
+def test_model_fuzzer_finds_nothing_in_a_seeded_run(fuzz_models, tmp_path):
+    # The bundled models alone as seeds (no torch export): the same mutants wherever it runs, in about 5 s.
+    assert fuzz_models.run(seconds=120, out=tmp_path, seed=0, count=300, tiny=False) == 0
