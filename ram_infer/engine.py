@@ -183,7 +183,10 @@ class Engine:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise ModelFormatError(f"{self.path}: not a readable ONNX model ({reason})") from None
         self.providers = tuple(self.session.get_providers())
-        self.info = ModelInfo.from_session(self.session, str(self.path))
+        try:
+            self.info = ModelInfo.from_session(self.session, str(self.path))
+        except UnicodeDecodeError:  # a graph input or output name that is not UTF-8 (onnxruntime decodes them)
+            raise ModelFormatError(f"{self.path}: the graph has names that are not UTF-8 text") from None
         self._local = threading.local()
         self._run, self._raw_binding = _direct_runner(self.session)
         self._glimpse = _direct_sensor()

@@ -94,6 +94,9 @@ def check_model_bytes(data: bytes, source: str) -> None:
         model.ParseFromString(data)
     except (DecodeError, RecursionError, ValueError) as error:
         raise ModelFormatError(f"{source}: not a readable ONNX model (not a valid protobuf)") from None
+    for entry in model.metadata_props:
+        _check_utf8(entry.key, source, "a metadata key")
+        _check_utf8(entry.value, source, f"metadata {_text(entry.key)!r}")
     metadata = {_text(entry.key): _text(entry.value) for entry in model.metadata_props}
     if metadata.get(GRAPH_KEY) == json.dumps(EPISODE_GRAPH):  # its sensor's Pad would be refused below: say why first
         raise ModelFormatError(episode_model_message(source))
@@ -152,6 +155,14 @@ def _attribute_sparse(graph: Any) -> Iterator[Any]:
             if attribute.HasField("sparse_tensor"):
                 yield attribute.sparse_tensor
             yield from attribute.sparse_tensors
+
+
+def _check_utf8(value: bytes, source: str, what: str) -> None:
+    """ONNX strings are UTF-8; onnxruntime's Python binding raises UnicodeDecodeError on anything else."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ModelFormatError(f"{source}: {what} is not UTF-8 text") from None
 
 
 def _text(value: bytes) -> str:

@@ -297,3 +297,21 @@ def test_directory_as_model_path_raises_model_format_error(tmp_path):
     (tmp_path / "folder.onnx").mkdir()
     with pytest.raises(ModelFormatError, match=r"folder\.onnx: is a directory, not a model file"):
         load_model(tmp_path / "folder.onnx")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mnist", r"metadata 'ram\.(dataset|input)' is not UTF-8 text"),  # the values that hold "mnist"
+        ("location_next", r"the graph has names that are not UTF-8 text"),  # an output's name, wherever it is used
+    ],
+)
+def test_text_that_is_not_utf8_is_refused(tiny_rnn_path, tmp_path, text, message):
+    """ONNX strings are UTF-8; onnxruntime's binding raised UnicodeDecodeError on others (found by fuzz_models.py)."""
+    data = tiny_rnn_path.read_bytes()
+    quoted = json.dumps(text).encode() if text == "mnist" else text.encode()
+    assert quoted in data
+    path = tmp_path / "not_utf8.onnx"
+    path.write_bytes(data.replace(quoted, b"\xff" * len(quoted)))  # same length: the protobuf stays well formed
+    with pytest.raises(ModelFormatError, match=rf"not_utf8\.onnx: {message}"):
+        load_model(path, threads=1)
