@@ -104,5 +104,9 @@ PYBIND11_MODULE(_sensor, m) {
 #else
   m.attr("built_with_cuda") = false;
 #endif
+  // The sensor's limits (checks.h), so that the numpy reference's copies can be checked against them.
+  m.attr("MAX_IMAGE_SIDE") = ram::kMaxImageSide;
+  m.attr("MAX_PATCH_SIDE") = ram::kMaxPatchSide;
+  m.attr("MAX_SCALES") = ram::kMaxScales;
   m.def("cuda_device_count", &cuda_device_count, "Number of usable CUDA devices (0 without a GPU, driver or CUDA build).");
 }

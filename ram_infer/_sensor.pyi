@@ -12,6 +12,12 @@ import numpy.typing as npt
 
 built_with_cuda: bool
 """True when the module was compiled with the CUDA sensor, i.e. it has ``extract_glimpses_cuda``."""
+MAX_IMAGE_SIDE: int
+"""csrc/checks.h kMaxImageSide: the largest image height or width."""
+MAX_PATCH_SIDE: int
+"""csrc/checks.h kMaxPatchSide: the largest patch side g·s^(k-1)."""
+MAX_SCALES: int
+"""csrc/checks.h kMaxScales: the most scales k."""
 
 def extract_glimpses_cpu(
     images: npt.NDArray[np.float32],

@@ -27,6 +27,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ram_infer.sensor import MAX_PATCH_SIDE  # the sensor's limit on g·s^(k-1)
+
 FORMAT_VERSION = 1
 PREFIX = "ram."
 KEYS = (
@@ -61,7 +63,6 @@ LIMITS = {
     "input.channels": 4,
     "labels": 10_000,
 }
-MAX_PATCH_SIDE = 1 << 24  # the sensor's limit on g·s^(k-1) (csrc/checks.h kMaxPatchSide)
 # Bounds on products: each size may be within LIMITS while their product is not (an 8192×8192×4 input is 1 GiB per
 # image as float32, T × classes logits per image, and the pixels the sensor sums over a whole episode). Each is far
 # above the bundled models (at most 100·100·1 input values, 8 × 10 logits, 98 k pixel reads per image).

@@ -101,7 +101,7 @@ def check_model_bytes(data: bytes, source: str) -> None:
     if metadata.get(GRAPH_KEY) == json.dumps(EPISODE_GRAPH):  # its sensor's Pad would be refused below: say why first
         raise ModelFormatError(episode_model_message(source))
     if not model.HasField("graph"):
-        raise ModelFormatError(f"{source}: not an ONNX model (no graph)")
+        raise ModelFormatError(f"{source}: not a readable ONNX model (no graph)")
     if len(model.functions):
         raise ModelFormatError(f"{source}: defines model-local functions, which a step model does not use")
     for opset in model.opset_import:

@@ -21,9 +21,11 @@ except ImportError:  # a source checkout without the compiled module still has t
     _sensor = None
 
 BACKENDS = ("numpy", "cpu", "cuda")
-_MAX_IMAGE_SIDE = 1 << 28
-_MAX_PATCH_SIDE = 1 << 24
-_MAX_SCALES = 64  # csrc/checks.h kMaxScales: s >= 2 reaches the patch limit by 24 scales; s = 1 only repeats
+# The sensor's limits, defined in csrc/checks.h (kMaxImageSide, kMaxPatchSide, kMaxScales) and repeated here for the
+# numpy reference, which runs where the extension is not built; tests/test_sensor.py checks them against the extension.
+MAX_IMAGE_SIDE = 1 << 28
+MAX_PATCH_SIDE = 1 << 24
+MAX_SCALES = 64  # s >= 2 reaches the patch limit by 24 scales; s = 1 only repeats
 
 
 def available_backends() -> tuple[str, ...]:
@@ -194,18 +196,18 @@ def _check_inputs(images: Any, locations: Any, glimpse_size: int, num_scales: in
     for name, value in (("glimpse_size", glimpse_size), ("num_scales", num_scales), ("scale_factor", scale_factor)):
         if int(value) < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
-    if num_scales > _MAX_SCALES:
-        raise ValueError(f"num_scales must be <= {_MAX_SCALES}, got {num_scales}")
-    if glimpse_size * scale_factor ** (num_scales - 1) > _MAX_PATCH_SIDE:
-        raise ValueError(f"largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= {_MAX_PATCH_SIDE}")
+    if num_scales > MAX_SCALES:
+        raise ValueError(f"num_scales must be <= {MAX_SCALES}, got {num_scales}")
+    if glimpse_size * scale_factor ** (num_scales - 1) > MAX_PATCH_SIDE:
+        raise ValueError(f"largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= {MAX_PATCH_SIDE}")
     _check_float32_c_contiguous(images, "images")
     if len(images.shape) != 4:
         raise ValueError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
     n, c, h, w = images.shape
     if min(c, h, w) < 1:
         raise ValueError(f"images must have shape (N, C, H, W) with C, H, W >= 1, got {tuple(images.shape)}")
-    if max(h, w) > _MAX_IMAGE_SIDE:
-        raise ValueError(f"image height and width must be <= {_MAX_IMAGE_SIDE}")
+    if max(h, w) > MAX_IMAGE_SIDE:
+        raise ValueError(f"image height and width must be <= {MAX_IMAGE_SIDE}")
     _check_float32_c_contiguous(locations, "locations")
     if tuple(locations.shape) != (n, 2):
         raise ValueError(f"locations must have shape ({n}, 2), got {tuple(locations.shape)}")

@@ -198,7 +198,7 @@ EDITS = {
     "custom-domain-node": (_node("Relu", domain="com.microsoft"), r"operator 'Relu' of domain 'com\.microsoft'"),
     "subgraph-attribute": (_node("Relu", body=helper.make_graph([], "g", [], [])), r"subgraph attribute 'body'"),
     "local-function": (_function, r"defines model-local functions"),
-    "no-graph": (lambda proto: proto.ClearField("graph"), r"not an ONNX model \(no graph\)"),
+    "no-graph": (lambda proto: proto.ClearField("graph"), r"not a readable ONNX model \(no graph\)"),
     # Hostile metadata: absurd sizes, deep nesting, giant numbers.
     "huge-num-glimpses": (_set("ram.num_glimpses", "100000000"), r"ram\.num_glimpses must be <= 1000, got 100000000"),
     "huge-input": (

@@ -480,3 +480,14 @@ def test_refused_threads_are_done_without(room):
     # Before threads were optional: an exception (RuntimeError, exit 1) or an abort (-6, SIGABRT), when a thread
     # was refused after others had started.
     assert child.returncode == 0, f"exit {child.returncode}: {child.stderr}"
+
+
+@pytest.mark.parametrize("name", ["MAX_IMAGE_SIDE", "MAX_PATCH_SIDE", "MAX_SCALES"])
+def test_python_limits_are_the_compiled_sensors(name):
+    """One home (csrc/checks.h): the numpy reference's copies and the metadata check must agree with it."""
+    from ram_infer import metadata, sensor
+
+    if sensor._sensor is None:
+        pytest.skip("the compiled sensor is not built")
+    assert getattr(sensor, name) == getattr(sensor._sensor, name)
+    assert metadata.MAX_PATCH_SIDE is sensor.MAX_PATCH_SIDE
