@@ -397,6 +397,7 @@ class _Run:
             info.input,
             glimpses_used=int(prediction.glimpses_used[row]),
             last_only=out.suffix.lower() != ".gif",  # a PNG shows the last frame alone
+            caption=_answer(info, prediction, row),
         )
         try:
             save_trace(out, frames)
@@ -435,6 +436,12 @@ class _Run:
         if rows:
             self.out.write(_table(("model", "data set", "glimpses", "test error", "file"), rows))
         return EXIT_FAILED if self.failed else EXIT_OK
+
+
+def _answer(info: ModelInfo, prediction: Prediction, row: int) -> str:
+    """``label (confidence)`` of one row, as the text output shows it."""
+    label = int(prediction.labels[row])
+    return f"{_printable(info.labels[label])} ({prediction.probabilities[row, label]:.1%})"
 
 
 def _listing(folder: Path, recursive: bool) -> list[Path]:

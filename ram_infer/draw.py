@@ -35,6 +35,7 @@ def draw_glimpses(
     glimpses_used: int | None = None,
     min_side: int = DEFAULT_MIN_SIDE,
     last_only: bool = False,
+    caption: str | None = None,
 ) -> list[Image.Image]:
     """Draws the glimpse path, one frame per glimpse (frame t shows glimpses 1 … t).
 
@@ -47,6 +48,7 @@ def draw_glimpses(
         min_side: the picture's shorter side is upscaled by an integer factor to at least this, unless the frames
             would exceed ``MAX_TRACE_PIXELS`` (then the factor is as large as they allow, below 1 if need be).
         last_only: draw only the last frame (a PNG needs no other).
+        caption: text written in the bottom-left corner of the last frame, e.g. the answer ``"7 (100.0%)"``.
 
     Returns:
         RGB frames, one per glimpse (or just the last); the last one shows the whole path.
@@ -87,7 +89,20 @@ def draw_glimpses(
             corner = int(cx[i]) - sensor.glimpse_size // 2, int(cy[i]) - sensor.glimpse_size // 2  # scale 0's
             pen.text(((corner[0] + 0.3) * factor, (corner[1] + 0.1) * factor), str(i + 1), fill=colour, font=font)
         frames.append(frame)
+    if caption:
+        _write_caption(frames[-1], caption, font)
     return frames
+
+
+def _write_caption(frame: Image.Image, caption: str, font: ImageFont.ImageFont) -> None:
+    """The caption on a black box in the bottom-left corner, readable on any image."""
+    pen = ImageDraw.Draw(frame)
+    left, top, right, bottom = pen.textbbox((0, 0), caption, font=font)
+    margin = max(2, (bottom - top) // 4)
+    origin = (margin, frame.height - (bottom - top) - 2 * margin - top)
+    box = (0, origin[1] + top - margin, right - left + 2 * margin, frame.height)
+    pen.rectangle(box, fill=(0, 0, 0))
+    pen.text(origin, caption, fill=(255, 255, 255), font=font)
 
 
 def _zoom(height: int, width: int, frames: int, min_side: int) -> float:

@@ -48,3 +48,11 @@ def test_frames_stay_within_the_pixel_budget(height, width, last_only):
     frames = draw_glimpses(np.zeros((1, height, width), np.float32), locations, SENSOR, shape, last_only=last_only)
     assert len(frames) == (1 if last_only else 6)
     assert sum(frame.size[0] * frame.size[1] for frame in frames) <= MAX_TRACE_PIXELS
+
+
+def test_caption_is_written_in_the_bottom_left_corner_of_the_last_frame():
+    plain = draw_glimpses(IMAGE, LOCATIONS, SENSOR, MNIST)
+    captioned = draw_glimpses(IMAGE, LOCATIONS, SENSOR, MNIST, caption="7 (99.9%)")
+    corner = np.asarray(captioned[-1])[-40:, :120]  # (40, 120, 3)
+    assert (corner == 255).all(axis=2).any() and not np.array_equal(corner, np.asarray(plain[-1])[-40:, :120])
+    assert np.array_equal(np.asarray(captioned[0]), np.asarray(plain[0]))  # only the last frame carries it
