@@ -33,8 +33,9 @@ import os
 import sys
 import threading
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -184,8 +185,8 @@ def _probability(text: str) -> float:
 
 
 def _printable(name: str) -> str:
-    """``name`` with control characters (ANSI escapes' ESC included) and undecodable bytes (surrogate escapes) written as
-    Python escapes: one line, nothing the terminal interprets."""
+    """``name`` with control characters (ANSI escapes' ESC included) and undecodable bytes (surrogate escapes)
+    written as Python escapes: one line, nothing the terminal interprets."""
     if name.isprintable():
         return name
     return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode() for c in name)

@@ -20,9 +20,10 @@ import os
 import threading
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -129,7 +130,7 @@ def usable_cores() -> int:
 
 def load_model(
     name_or_path: str | os.PathLike, *, providers: Sequence[str] | None = None, threads: int | None = None
-) -> "Engine":
+) -> Engine:
     """Loads a RAM step model for inference.
 
     Args:
@@ -350,7 +351,7 @@ class Engine:
             raise ValueError(f"images must be float32 in the model's input format, got {x.dtype}")
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def _workspace(self, n: int) -> "_Workspace":
+    def _workspace(self, n: int) -> _Workspace:
         cache = getattr(self._local, "workspaces", None)
         if cache is None:
             cache = self._local.workspaces = OrderedDict()
@@ -363,7 +364,7 @@ class Engine:
             cache.move_to_end(n)
         return workspace
 
-    def _steps(self, x: np.ndarray, workspace: "_Workspace", first: int, last: int) -> None:
+    def _steps(self, x: np.ndarray, workspace: _Workspace, first: int, last: int) -> None:
         """Runs steps ``first`` … ``last - 1`` of the episodes in ``workspace`` (state and location already set)."""
         g, k, s = self.info.sensor.glimpse_size, self.info.sensor.num_scales, self.info.sensor.scale_factor
         glimpse, run, options, threads = self._glimpse, self._run, self._run_options, self.threads or 0

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ram_infer.sensor import MAX_PATCH_SIDE  # the sensor's limit on g·s^(k-1)
 
@@ -166,7 +167,7 @@ class ModelInfo:
         return {PREFIX + key: json.dumps(value, sort_keys=True) for key, value in values.items()}
 
     @classmethod
-    def from_metadata_props(cls, props: Mapping[str, str], source: str) -> "ModelInfo":
+    def from_metadata_props(cls, props: Mapping[str, str], source: str) -> ModelInfo:
         """Parses and validates the ``ram.*`` entries of a model's metadata.
 
         Args:
@@ -222,7 +223,7 @@ class ModelInfo:
         return info
 
     @classmethod
-    def from_session(cls, session: Any, source: str) -> "ModelInfo":
+    def from_session(cls, session: Any, source: str) -> ModelInfo:
         """Reads and checks the metadata of an ``onnxruntime.InferenceSession`` against its graph.
 
         Args:

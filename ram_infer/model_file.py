@@ -1,5 +1,5 @@
-"""A model file read and checked before ONNX Runtime sees it: a regular file of bounded size, a self-contained step graph
-of straight-line standard operators.
+"""A model file read and checked before ONNX Runtime sees it: a regular file of bounded size, a self-contained step
+graph of straight-line standard operators.
 
 ONNX Runtime executes what a file says: a ``Loop`` of 10^15 iterations runs until the process is killed (Ctrl-C
 cannot stop it inside the session), and older releases (before 1.24) followed an initializer's external-data
@@ -26,9 +26,10 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ram_infer.metadata import EPISODE_GRAPH, GRAPH_KEY, ModelFormatError, episode_model_message
 
@@ -92,7 +93,7 @@ def check_model_bytes(data: bytes, source: str) -> None:
     model = _messages()["ModelProto"]()
     try:
         model.ParseFromString(data)
-    except (DecodeError, RecursionError, ValueError) as error:
+    except (DecodeError, RecursionError, ValueError):
         raise ModelFormatError(f"{source}: not a readable ONNX model (not a valid protobuf)") from None
     for entry in model.metadata_props:
         _check_utf8(entry.key, source, "a metadata key")

@@ -251,7 +251,9 @@ def _device_pointer(array: Any, name: str, shape: tuple[int, ...] | None = None)
 
 def _extract_cuda(images, locations, glimpse_size, num_scales, scale_factor, out, stream, check_nan):
     if _sensor is None or not _sensor.built_with_cuda:
-        raise RuntimeError("this build of ram_infer has no CUDA sensor (rebuild with RAM_INFER_CUDA=ON and nvcc on PATH)")
+        raise RuntimeError(
+            "this build of ram_infer has no CUDA sensor (rebuild with RAM_INFER_CUDA=ON and nvcc on PATH)"
+        )
     if _sensor.cuda_device_count() == 0:
         raise RuntimeError("the CUDA sensor is built but no CUDA device is usable (no GPU or driver)")
     if not hasattr(locations, "__cuda_array_interface__"):
