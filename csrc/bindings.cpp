@@ -1,4 +1,5 @@
-// Python bindings of the glimpse sensor (module ram_infer._sensor): every input goes through checks.h before any memory is read.
+// Python bindings of the glimpse sensor (module ram_infer._sensor): every input goes through checks.h before any memory
+// is read.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -48,8 +49,8 @@ py::array_t<float> extract_glimpses_cpu(const py::array& images, const py::array
   if (out) {
     result = py::reinterpret_borrow<py::array_t<float>>(*out);
   } else {
-    result = py::array_t<float>(std::vector<py::ssize_t>{shape.batch, spec.num_scales, shape.channels,
-                                                         spec.glimpse_size, spec.glimpse_size});
+    result = py::array_t<float>(
+        std::vector<py::ssize_t>{shape.batch, spec.num_scales, shape.channels, spec.glimpse_size, spec.glimpse_size});
   }
   const float* img = static_cast<const float*>(images.data());
   const float* loc = static_cast<const float*>(locations.data());
@@ -90,9 +91,8 @@ int cuda_device_count() {
 
 PYBIND11_MODULE(_sensor, m) {
   m.doc() = "Compiled glimpse sensor rho(x, l) of the Recurrent Attention Model (contract: csrc/sensor.h).";
-  m.def("extract_glimpses_cpu", &extract_glimpses_cpu, py::arg("images"), py::arg("locations"),
-        py::arg("glimpse_size"), py::arg("num_scales"), py::arg("scale_factor") = 2, py::arg("out") = py::none(),
-        py::arg("threads") = 0,
+  m.def("extract_glimpses_cpu", &extract_glimpses_cpu, py::arg("images"), py::arg("locations"), py::arg("glimpse_size"),
+        py::arg("num_scales"), py::arg("scale_factor") = 2, py::arg("out") = py::none(), py::arg("threads") = 0,
         "Glimpses [N, k, C, g, g] of float32 images [N, C, H, W] at locations [N, 2]; writes into `out` if given.");
 #if defined(RAM_INFER_WITH_CUDA)
   m.def("extract_glimpses_cuda", &extract_glimpses_cuda, py::arg("images"), py::arg("locations"), py::arg("out"),
@@ -108,5 +108,6 @@ PYBIND11_MODULE(_sensor, m) {
   m.attr("MAX_IMAGE_SIDE") = ram::kMaxImageSide;
   m.attr("MAX_PATCH_SIDE") = ram::kMaxPatchSide;
   m.attr("MAX_SCALES") = ram::kMaxScales;
-  m.def("cuda_device_count", &cuda_device_count, "Number of usable CUDA devices (0 without a GPU, driver or CUDA build).");
+  m.def("cuda_device_count", &cuda_device_count,
+        "Number of usable CUDA devices (0 without a GPU, driver or CUDA build).");
 }

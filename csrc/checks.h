@@ -68,9 +68,7 @@ inline bool is_c_contiguous(const ArrayView& a) {
 }
 
 // numpy's ALIGNED rule for a C-contiguous float32 array: the data pointer is a multiple of alignof(float).
-inline bool is_aligned(const ArrayView& a) {
-  return reinterpret_cast<std::uintptr_t>(a.data) % alignof(float) == 0;
-}
+inline bool is_aligned(const ArrayView& a) { return reinterpret_cast<std::uintptr_t>(a.data) % alignof(float) == 0; }
 
 inline void check_float32_c_contiguous(const ArrayView& a, const char* name) {
   RAM_CHECK(a.is_float32, std::string(name) + " must be float32, got " + (a.dtype_name ? a.dtype_name(a.handle) : "?"));
@@ -86,9 +84,9 @@ inline SensorSpec check_spec(int64_t glimpse_size, int64_t num_scales, int64_t s
   RAM_CHECK(scale_factor >= 1, "scale_factor must be >= 1, got " + std::to_string(scale_factor));
   int64_t side = glimpse_size;
   for (int64_t i = 1; i < num_scales; ++i) {
-    RAM_CHECK(side <= kMaxPatchSide / scale_factor,
-              "largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= " +
-                  std::to_string(kMaxPatchSide));
+    RAM_CHECK(
+        side <= kMaxPatchSide / scale_factor,
+        "largest patch side glimpse_size * scale_factor^(num_scales - 1) must be <= " + std::to_string(kMaxPatchSide));
     side *= scale_factor;
   }
   RAM_CHECK(side <= kMaxPatchSide, "glimpse_size must be <= " + std::to_string(kMaxPatchSide));
@@ -96,9 +94,9 @@ inline SensorSpec check_spec(int64_t glimpse_size, int64_t num_scales, int64_t s
 }
 
 inline ImageShape check_image_shape(int64_t n, int64_t c, int64_t h, int64_t w) {
-  RAM_CHECK(n >= 0 && c >= 1 && h >= 1 && w >= 1,
-            "images must have shape (N, C, H, W) with C, H, W >= 1, got (" + std::to_string(n) + ", " +
-                std::to_string(c) + ", " + std::to_string(h) + ", " + std::to_string(w) + ")");
+  RAM_CHECK(n >= 0 && c >= 1 && h >= 1 && w >= 1, "images must have shape (N, C, H, W) with C, H, W >= 1, got (" +
+                                                      std::to_string(n) + ", " + std::to_string(c) + ", " +
+                                                      std::to_string(h) + ", " + std::to_string(w) + ")");
   RAM_CHECK(h <= kMaxImageSide && w <= kMaxImageSide,
             "image height and width must be <= " + std::to_string(kMaxImageSide));
   return {n, c, h, w};
@@ -123,8 +121,7 @@ inline GlimpseCall check_glimpse_call(const ArrayView& images, const ArrayView& 
                 shape_string(locations.shape, locations.ndim));
   check_locations_finite(static_cast<const float*>(locations.data), shape.batch);
   if (out != nullptr) {
-    const std::ptrdiff_t want[5] = {shape.batch, spec.num_scales, shape.channels, spec.glimpse_size,
-                                    spec.glimpse_size};
+    const std::ptrdiff_t want[5] = {shape.batch, spec.num_scales, shape.channels, spec.glimpse_size, spec.glimpse_size};
     check_float32_c_contiguous(*out, "out");
     RAM_CHECK(out->writeable, "out must be writeable");
     bool same = out->ndim == 5;

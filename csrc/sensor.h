@@ -1,11 +1,11 @@
 // The glimpse sensor rho(x, l) of the Recurrent Attention Model: the one definition of the contract.
 //
-// images [N, C, H, W] float32 and locations [N, 2] float32 as (x, y) in [-1, 1] (x along the width, (-1, -1) the top-left
-// corner) give glimpses [N, k, C, g, g]. Scale i (0-based) is the square patch of side g * s^i centred on
-// (cx, cy) = (min(floor((x + 1) / 2 * W), W - 1), min(floor((y + 1) / 2 * H), H - 1)), starting at cx - side / 2,
-// reduced to g x g by averaging
-// non-overlapping s^i x s^i blocks; pixels outside the image count as 0. Locations outside [-1, 1] are clamped.
-// The CPU and the CUDA kernels both call glimpse_pixel(), so they cannot drift; ram_infer/sensor.py is the numpy twin.
+// images [N, C, H, W] float32 and locations [N, 2] float32 as (x, y) in [-1, 1] (x along the width, (-1, -1) the
+// top-left corner) give glimpses [N, k, C, g, g]. Scale i (0-based) is the square patch of side g * s^i centred on (cx,
+// cy) = (min(floor((x + 1) / 2 * W), W - 1), min(floor((y + 1) / 2 * H), H - 1)), starting at cx - side / 2, reduced to
+// g x g by averaging non-overlapping s^i x s^i blocks; pixels outside the image count as 0. Locations outside [-1, 1]
+// are clamped. The CPU and the CUDA kernels both call glimpse_pixel(), so they cannot drift; ram_infer/sensor.py is the
+// numpy twin.
 #pragma once
 
 #include <cmath>

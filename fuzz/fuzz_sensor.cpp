@@ -54,10 +54,18 @@ bool make_buffer(FuzzedDataProvider& in, std::vector<std::ptrdiff_t> shape, Buff
   if (ndim > 0 && in.ConsumeIntegralInRange<int>(0, 7) == 0) {
     const int axis = in.ConsumeIntegralInRange<int>(0, ndim - 1);
     switch (in.ConsumeIntegralInRange<int>(0, 3)) {
-      case 0: b.strides[axis] = 0; break;
-      case 1: b.strides[axis] = -b.strides[axis]; break;
-      case 2: b.strides[axis] *= 2; break;
-      default: std::swap(b.strides[axis], b.strides[in.ConsumeIntegralInRange<int>(0, ndim - 1)]); break;
+      case 0:
+        b.strides[axis] = 0;
+        break;
+      case 1:
+        b.strides[axis] = -b.strides[axis];
+        break;
+      case 2:
+        b.strides[axis] *= 2;
+        break;
+      default:
+        std::swap(b.strides[axis], b.strides[in.ConsumeIntegralInRange<int>(0, ndim - 1)]);
+        break;
     }
   }
   // The lowest and highest byte offsets any element has: the block holds exactly [lowest, highest + 4).
@@ -75,9 +83,17 @@ bool make_buffer(FuzzedDataProvider& in, std::vector<std::ptrdiff_t> shape, Buff
   unsigned char* origin = b.bytes.get() + misalign - lowest;
   // Values: finite, huge, infinite, NaN, negative zero, denormal; written bytewise (the block may be misaligned).
   for (std::ptrdiff_t i = 0; i < floats; ++i) {
-    static const float specials[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, 1e30f, -1e30f,
-                                     std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                                     std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min(),
+    static const float specials[] = {0.0f,
+                                     -0.0f,
+                                     1.0f,
+                                     -1.0f,
+                                     0.5f,
+                                     1e30f,
+                                     -1e30f,
+                                     std::numeric_limits<float>::infinity(),
+                                     -std::numeric_limits<float>::infinity(),
+                                     std::numeric_limits<float>::quiet_NaN(),
+                                     std::numeric_limits<float>::denorm_min(),
                                      std::numeric_limits<float>::max()};
     const float value = in.ConsumeBool() ? specials[in.ConsumeIntegralInRange<size_t>(0, std::size(specials) - 1)]
                                          : in.ConsumeFloatingPointInRange<float>(-2.0f, 2.0f);
@@ -156,8 +172,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (int i = 0; i < rank; ++i) image_shape[i] = in.ConsumeIntegralInRange<std::ptrdiff_t>(0, i < 2 ? 3 : 40);
   const std::ptrdiff_t batch = rank > 0 ? image_shape[0] : 0;
   std::vector<std::ptrdiff_t> location_shape{batch, 2};
-  if (in.ConsumeIntegralInRange<int>(0, 15) == 0) location_shape = {in.ConsumeIntegralInRange<std::ptrdiff_t>(0, 3),
-                                                                     in.ConsumeIntegralInRange<std::ptrdiff_t>(0, 3)};
+  if (in.ConsumeIntegralInRange<int>(0, 15) == 0)
+    location_shape = {in.ConsumeIntegralInRange<std::ptrdiff_t>(0, 3), in.ConsumeIntegralInRange<std::ptrdiff_t>(0, 3)};
   const bool with_out = in.ConsumeBool();
   const int threads = in.ConsumeIntegralInRange<int>(-1, 4);
 

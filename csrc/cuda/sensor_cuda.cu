@@ -1,4 +1,5 @@
-// The glimpse sensor on CUDA: one thread per output element in a grid-stride loop, calling the contract's glimpse_pixel.
+// The glimpse sensor on CUDA: one thread per output element in a grid-stride loop, calling the contract's
+// glimpse_pixel.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
