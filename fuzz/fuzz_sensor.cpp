@@ -3,7 +3,7 @@
 //
 // Every array is a buffer of exactly the bytes its view can address, so AddressSanitizer reports any read or write
 // that the checks let through beyond them. A call the checks accept must then give, bit for bit, the output of a
-// naive per-pixel loop written from the contract (DESIGN.md) and the same output on 1 and on several threads.
+// naive per-pixel loop written from the contract (docs/design.md) and the same output on 1 and on several threads.
 // A call they refuse must throw std::invalid_argument and nothing else. Build and run: fuzz/README.md.
 #include <fuzzer/FuzzedDataProvider.h>
 

@@ -1,7 +1,7 @@
 """The glimpse path drawn on the image with Pillow: a PNG of all glimpses, or an animated GIF of one frame per glimpse.
 
 For glimpse t the k boxes are the sensor's patches: scale i covers ``g·sⁱ`` pixels centred on the contract's centre
-pixel (``ram_infer.sensor.centre_pixel``), starting ``side // 2`` before it (DESIGN.md). Boxes are
+pixel (``ram_infer.sensor.centre_pixel``), starting ``side // 2`` before it (docs/design.md). Boxes are
 numbered 1 … T and the centres joined by a line, on the model input upscaled by an integer factor to at least
 ``min_side`` pixels, within a budget of pixels over all frames (``MAX_TRACE_PIXELS``; a large input is drawn smaller).
 """

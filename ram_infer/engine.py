@@ -1,6 +1,6 @@
 """The RAM inference loop: one ONNX Runtime session of the step network and the compiled sensor between steps.
 
-The loop (DESIGN.md): ``state = 0``, ``l_0`` = the model's initial location; for t = 1 … T:
+The loop (docs/design.md): ``state = 0``, ``l_0`` = the model's initial location; for t = 1 … T:
 ``ρ = extract_glimpses(x, l_{t-1})``; ``(state, l_t, logits) = step(ρ, l_{t-1}, state)``. The answer is
 ``softmax(logits)`` after the last step. The location policy's mean μ_t is followed, so results are deterministic.
 
@@ -42,6 +42,13 @@ WORKSPACE_BYTES = 256 << 20
 # Decoded images held at once (float32 [B, C, H, W]) by predict_files and the CLI: a large input decodes in smaller
 # batches, and memory follows the batch, not the number of files.
 DECODED_BYTES = 256 << 20
+# What ONNX Runtime may allocate for a step network's tensors (weights and intermediates), all sessions together: a
+# graph of allowed operators can still multiply sizes (an outer product of a reshaped input, over and over) until a
+# run would take tens of GB, which the arena then refuses at once instead of the machine running out of memory. The
+# bundled models need a few MB.
+ORT_MEMORY_BYTES = 2 << 30
+_arena_lock = threading.Lock()
+_arena_registered = False
 _WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
 _ORT_LOAD_ERRORS = (
     _ort_errors.Fail,
@@ -177,6 +184,8 @@ class Engine:
         options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log would say them twice
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
+        if _register_bounded_arena():
+            options.add_session_config_entry("session.use_env_allocators", "1")
         model = read_model(self.path)  # checked, so ONNX Runtime reads these bytes and nothing else from the disk
         try:
             self.session = ort.InferenceSession(model, options, providers=_usable_providers(providers))
@@ -448,6 +457,25 @@ class _Workspace:
         """Sets state = 0 and l_0 = the model's initial location."""
         self.states[0] = 0.0
         self.locations[0] = self.info.initial_location
+
+
+def _register_bounded_arena() -> bool:
+    """Registers, once per process, the CPU arena of at most ``ORT_MEMORY_BYTES`` that sessions then share.
+
+    Returns False where it cannot be (an application registered its own first): sessions then use their own arenas.
+    """
+    global _arena_registered
+    with _arena_lock:
+        if not _arena_registered:
+            memory = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            # Strategy 1 (kSameAsRequested): the arena grows by what a tensor needs, not by doubling.
+            arena = ort.OrtArenaCfg({"max_mem": ORT_MEMORY_BYTES, "arena_extend_strategy": 1})
+            try:
+                ort.create_and_register_allocator(memory, arena)
+            except _ORT_LOAD_ERRORS:
+                return False
+            _arena_registered = True
+        return True
 
 
 def _direct_runner(session: ort.InferenceSession) -> tuple[Callable[[Any, Any], None], Callable[[Any], Any]]:

@@ -16,7 +16,7 @@ Every value is JSON under one key (one definition, used by the exporter to write
   out, for runtimes without the sensor; ram-infer runs step models and refuses these with a message saying so.
 
 The runtime reads these through ``onnxruntime`` (``get_modelmeta().custom_metadata_map``), so it needs no ``onnx``
-package, and checks them against the graph's inputs and outputs (the step contract in DESIGN.md): a dynamic batch
+package, and checks them against the graph's inputs and outputs (the step contract in docs/design.md): a dynamic batch
 axis, and every other size fixed and equal to what the metadata says. Sizes above ``LIMITS`` are refused.
 """
 

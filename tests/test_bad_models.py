@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -184,7 +184,7 @@ EDITS = {
     "renamed-output": (_rename_output("logits", "scores"), r"graph outputs must be .* got .*'scores'\]"),
     "extra-input": (_extra_input, r"graph inputs must be \['glimpse', 'location', 'state'\]"),
     # Files ONNX Runtime cannot load.
-    "unknown-op": (_unknown_op, r"imports the operator domain 'com\.example\.ram'; a step model uses only the standard"),
+    "unknown-op": (_unknown_op, r"imports the operator domain 'com\.example\.ram'; a step model uses only the"),
     "future-opset": (_future_opset, r"not a readable ONNX model \(.+\)"),
     # Refused before ONNX Runtime sees them (ram_infer/model_file.py): hangs, file reads, non-determinism.
     "missing-external-weights": (_external_weights, r"tensor '.+' keeps its data outside the model file"),

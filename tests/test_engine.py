@@ -7,12 +7,11 @@ import threading
 import numpy as np
 import onnxruntime as ort
 import pytest
+from conftest import TINY_GLIMPSES
 
 from ram_infer import Engine, Prediction, load_model
 from ram_infer.engine import bundled_models
 from ram_infer.images import ImageError
-
-from conftest import TINY_GLIMPSES
 
 FIELDS = ("labels", "probabilities", "logits", "locations", "glimpses_used")
 
@@ -236,7 +235,8 @@ def test_preprocess_takes_paths_bytes_pillow_images_and_arrays_alike(engine, dig
 
 
 def test_unknown_model_name_raises():
-    with pytest.raises(FileNotFoundError, match=r"no-such-model: not a bundled model name \(bundled: .*\); give a file as a path"):
+    message = r"no-such-model: not a bundled model name \(bundled: .*\); give a file as a path"
+    with pytest.raises(FileNotFoundError, match=message):
         load_model("no-such-model")
 
 

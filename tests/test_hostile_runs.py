@@ -81,6 +81,39 @@ def poisoned(tiny_rnn_path, tmp_path_factory) -> dict[str, Path]:
     return {name: _edited(tiny_rnn_path, directory, name, edit) for name, edit in edits.items()}
 
 
+def _outer_product_bomb(proto) -> None:
+    """Allowed operators that multiply sizes: the location as a column times a row of 20 000, twice: 3.2 GB a row."""
+    row = numpy_helper.from_array(np.ones((1, 20_000), np.float32))
+    column = numpy_helper.from_array(np.array([-1, 1], np.int64))
+    for node in proto.graph.node:
+        node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
+    proto.graph.node.extend(
+        [
+            helper.make_node("Constant", [], ["column"], value=column),
+            helper.make_node("Constant", [], ["row"], value=row),
+            helper.make_node("Reshape", ["location", "column"], ["c1"]),  # (2 batch, 1)
+            helper.make_node("MatMul", ["c1", "row"], ["outer1"]),  # (2 batch, 20 000)
+            helper.make_node("Reshape", ["outer1", "column"], ["c2"]),  # (40 000 batch, 1)
+            helper.make_node("MatMul", ["c2", "row"], ["outer2"]),  # (40 000 batch, 20 000): 3.2 GB a row
+            helper.make_node("ReduceSum", ["outer2"], ["total"], keepdims=0),
+            helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.float32))),
+            helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+            helper.make_node("Add", ["logits_raw", "nothing"], ["logits"]),
+        ]
+    )
+
+
+def test_a_graph_that_multiplies_sizes_is_stopped_by_the_memory_bound(tiny_rnn_path, tmp_path, digit_files):
+    """ONNX Runtime's arena holds ORT_MEMORY_BYTES at most: the 3.2 GB tensor is refused, not allocated."""
+    import resource
+
+    model = _edited(tiny_rnn_path, tmp_path, "bomb", _outer_product_bomb)
+    engine = load_model(model, threads=1)
+    with pytest.raises(ModelFormatError, match=r"bomb\.onnx: the step network failed to run \(.*3200000000"):
+        engine.predict_files(digit_files[:1])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 << 20  # KiB: the process stayed under 2 GiB
+
+
 @pytest.mark.parametrize("name", ["nan-location", "inf-state", "nan-logits", "inf-location"])
 def test_non_finite_step_outputs_raise_model_format_error(poisoned, digit_files, name):
     engine = load_model(poisoned[name], threads=1)
@@ -160,7 +193,8 @@ def test_threads_above_the_cores_are_capped_with_a_message(tiny_rnn_path, digit_
     assert load_model(tiny_rnn_path, threads=256).threads == usable_cores()
     result = _cli(str(digit_files[0]), "--threads", "256", "--model", str(tiny_rnn_path))
     assert result.returncode == 0 and result.stdout.count("\n") == 1
-    assert result.stderr == f"ram-infer: --threads 256 is more than the {usable_cores()} usable cores; using {usable_cores()}\n"
+    cores = usable_cores()
+    assert result.stderr == f"ram-infer: --threads 256 is more than the {cores} usable cores; using {cores}\n"
 
 
 @pytest.fixture
@@ -237,6 +271,9 @@ def run_json(tiny_rnn_path, capsys):
 def test_engine_on_a_fifo_refuses_it_without_blocking(tmp_path):
     fifo = tmp_path / "model.onnx"
     os.mkfifo(fifo)
-    code = f"import ram_infer\ntry:\n    ram_infer.Engine({str(fifo)!r})\nexcept ram_infer.ModelFormatError as e:\n    print(e)"
+    code = "\n".join(
+        ["import ram_infer", "try:", f"    ram_infer.Engine({str(fifo)!r})", "except ram_infer.ModelFormatError as e:",
+         "    print(e)"]
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout == f"{fifo}: not a regular file (a pipe, device or socket)\n"

@@ -1,4 +1,4 @@
-"""Tests of the glimpse sensor ρ(x, l): every backend against a slow loop written from DESIGN.md and against numpy.
+"""Tests of the glimpse sensor ρ(x, l): every backend against a slow loop written from docs/design.md and against numpy.
 
 The chain of trust: hand-computed glimpses check the slow loop; the slow loop checks the numpy reference (and every
 backend) on small cases; the numpy reference checks the compiled backends on many random cases (hypothesis).
@@ -16,18 +16,18 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import require_backend
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from conftest import require_backend
 from ram_infer.sensor import available_backends, extract_glimpses, extract_glimpses_reference
 
-# The contract's tolerance between implementations (DESIGN.md); images below hold values in [0, 1).
+# The contract's tolerance between implementations (docs/design.md); images below hold values in [0, 1).
 TOLERANCE = 1e-6
 
 
 def glimpse_by_loop(images: np.ndarray, locations: np.ndarray, g: int, k: int, s: int) -> np.ndarray:
-    """ρ(x, l) one output pixel at a time, transcribed from DESIGN.md's contract rather than from any implementation.
+    """ρ(x, l) one output pixel at a time, transcribed from the contract (docs/design.md), not from any implementation.
 
     Args:
         images (ndarray[N, C, H, W], float32): the images.
