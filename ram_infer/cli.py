@@ -211,7 +211,8 @@ class _Run:
         self.stdin: bytes | None = None
 
     def run(self) -> int:
-        from ram_infer.engine import bundled_models
+        from ram_infer.engine import DECODED_BYTES, bundled_models
+        from ram_infer.images import WORKING_PIXELS
 
         if self.args.list_models:
             return self.list_models(bundled_models())
@@ -223,6 +224,8 @@ class _Run:
             return EXIT_FAILED
         inputs = self.expand(self.args.files)
         batch = engine.files_per_batch(self.args.batch_size)  # memory follows the batch, not the number of files
+        if self.args.trace is not None:  # each image is also kept as decoded, up to WORKING_PIXELS × 4 floats
+            batch = min(batch, max(1, DECODED_BYTES // (16 * WORKING_PIXELS)))
         progress = _Progress(len(inputs), batch, self.err)
         try:
             for begin in range(0, len(inputs), batch):
@@ -320,13 +323,14 @@ class _Run:
         max_pixels = self.args.max_pixels or DEFAULT_MAX_PIXELS
 
         decoded: dict[int, np.ndarray] = {}
+        sources: dict[int, Any] = {}  # with --trace: the decoded image and the placement, to draw on
         problems: dict[int, str] = {}
         for i, file in enumerate(files):
             if file in self.unusable:
                 problems[i] = self.unusable[file]
                 continue
             try:
-                decoded[i] = self.decode(file, engine, max_pixels)
+                decoded[i], sources[i] = self.decode(file, engine, max_pixels)
             except ImageError as error:
                 problems[i] = str(error)
         good = sorted(decoded)
@@ -340,20 +344,24 @@ class _Run:
         for i, file in enumerate(files):
             if i in problems:
                 self.fail(file, problems[i])
-            elif self.args.trace is None or self.trace(engine.info, file, decoded[i], prediction, row_of[i], several):
+            elif self.args.trace is None or self.trace(engine.info, file, sources[i], prediction, row_of[i], several):
                 self.report(engine.info, file, prediction, row_of[i])
 
-    def decode(self, file: str, engine: Engine, max_pixels: int) -> np.ndarray:
-        """One input in the model's format: a file, or for ``-`` the image on standard input (read once)."""
-        from ram_infer.images import ImageError, load_image, preprocess
+    def decode(self, file: str, engine: Engine, max_pixels: int) -> tuple[np.ndarray, Any]:
+        """One input in the model's format (a file, or for ``-`` the image on standard input, read once), and with
+        --trace the decoded image and where the input lies in it, to draw on."""
+        from ram_infer.images import ImageError, place_intensities, read_intensities, read_intensities_from_bytes
 
         if file != STDIN:
-            return load_image(file, engine.info.input, max_pixels=max_pixels)
-        if self.stdin is None:
-            self.stdin = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
-        if len(self.stdin) > MAX_STDIN_BYTES:
-            raise ImageError(f"{STDIN}: more than {MAX_STDIN_BYTES} bytes on standard input")
-        return preprocess(self.stdin, engine.info.input, source=STDIN, max_pixels=max_pixels)
+            values = read_intensities(file, max_pixels=max_pixels)  # (H, W, c)
+        else:
+            if self.stdin is None:
+                self.stdin = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
+            if len(self.stdin) > MAX_STDIN_BYTES:
+                raise ImageError(f"{STDIN}: more than {MAX_STDIN_BYTES} bytes on standard input")
+            values = read_intensities_from_bytes(self.stdin, source=STDIN, max_pixels=max_pixels)
+        x, placement = place_intensities(values, engine.info.input, source=file)
+        return x, ((values, placement) if self.args.trace is not None else None)
 
     def report(self, info: ModelInfo, file: str, prediction: Prediction, row: int) -> None:
         probabilities = prediction.probabilities[row]
@@ -381,9 +389,7 @@ class _Run:
             line += "  top " + ", ".join(f"{_printable(name)} {p:.1%}" for name, p in top)
         self.out.write(line + "\n")
 
-    def trace(
-        self, info: ModelInfo, file: str, image: np.ndarray, prediction: Prediction, row: int, several: bool
-    ) -> bool:
+    def trace(self, info: ModelInfo, file: str, source: Any, prediction: Prediction, row: int, several: bool) -> bool:
         """Writes the input's trace; if it cannot, reports the input as failed (its only record) and returns False."""
         from ram_infer.draw import draw_glimpses, save_trace
 
@@ -391,14 +397,16 @@ class _Run:
         if several:
             stem = "stdin" if file == STDIN else Path(file).stem
             out = out.with_name(f"{out.stem}_{stem}{out.suffix}")
+        shape = info.input
         frames = draw_glimpses(
-            image,
+            np.zeros((shape.channels, shape.height, shape.width), np.float32),  # the size the locations refer to
             prediction.locations[row],
             info.sensor,
             info.input,
             glimpses_used=int(prediction.glimpses_used[row]),
             last_only=out.suffix.lower() != ".gif",  # a PNG shows the last frame alone
             caption=_answer(info, prediction, row),
+            on=source,  # the user's image, not the model's input
         )
         try:
             save_trace(out, frames)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ram_infer.images import Placement
 from ram_infer.metadata import InputFormat, SensorSpec
 from ram_infer.sensor import centre_pixel
 
@@ -36,6 +37,7 @@ def draw_glimpses(
     min_side: int = DEFAULT_MIN_SIDE,
     last_only: bool = False,
     caption: str | None = None,
+    on: tuple[np.ndarray, Placement] | None = None,
 ) -> list[Image.Image]:
     """Draws the glimpse path, one frame per glimpse (frame t shows glimpses 1 … t).
 
@@ -49,6 +51,9 @@ def draw_glimpses(
             would exceed ``MAX_TRACE_PIXELS`` (then the factor is as large as they allow, below 1 if need be).
         last_only: draw only the last frame (a PNG needs no other).
         caption: text written in the bottom-left corner of the last frame, e.g. the answer ``"7 (100.0%)"``.
+        on: draw on the image the input was made of instead of the input: its intensities (ndarray[H, W, c] in
+            [0, 1], as ``ram_infer.images.read_intensities`` decodes them) and where the input lies in them
+            (``ram_infer.images.place_intensities``).
 
     Returns:
         RGB frames, one per glimpse (or just the last); the last one shows the whole path.
@@ -63,35 +68,57 @@ def draw_glimpses(
     count = len(locations) if glimpses_used is None else min(int(glimpses_used), len(locations))
     _, h, w = image.shape
     first = count if last_only else 1
-    factor = _zoom(h, w, count - first + 1, min_side)
-    pixels = np.clip(image * input_format.value_scale, 0, 255).round().astype(np.uint8)  # (C, H, W)
-    base = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).convert("RGB")
+    picture, placement = (_input_picture(image, input_format), Placement()) if on is None else _user_picture(*on)
+    factor = _zoom(picture.height, picture.width, count - first + 1, min_side)
     resample = Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.BOX
-    base = base.resize((max(1, int(w * factor)), max(1, int(h * factor))), resample)
+    base = picture.resize((max(1, int(picture.width * factor)), max(1, int(picture.height * factor))), resample)
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        """A point of the input (pixel units) → the drawing's pixels."""
+        image_x, image_y = placement.to_image(x, y)
+        return image_x * factor, image_y * factor
+
+    unit = factor * (placement.stretch[0] + placement.stretch[1]) / 2  # the drawing's pixels per input pixel
+    path_colour = (255, 255, 255) if np.asarray(picture.convert("L")).mean() < 128 else (0, 0, 0)  # contrasting
     cx = centre_pixel(locations[:count, 0], w)  # (count,)
     cy = centre_pixel(locations[:count, 1], h)  # (count,)
-    font = ImageFont.load_default(size=max(10, int(3 * factor)))
-    thin, thick = max(1, int(factor) // 5), max(1, int(factor) // 4)
+    font = ImageFont.load_default(size=max(10, int(3 * unit)))
+    thin, thick = max(1, int(unit) // 5), max(1, int(unit) // 4)
     frames = []
     for t in range(first, count + 1):
         frame = base.copy()
         pen = ImageDraw.Draw(frame)
-        points = [((x + 0.5) * factor, (y + 0.5) * factor) for x, y in zip(cx[:t], cy[:t])]
+        points = [at(x + 0.5, y + 0.5) for x, y in zip(cx[:t], cy[:t])]
         if len(points) > 1:
-            pen.line(points, fill=(255, 255, 255), width=thick)
+            pen.line(points, fill=path_colour, width=thick)
         for i in range(t):
             colour = COLOURS[i % len(COLOURS)]
             for scale in range(sensor.num_scales):
                 side = sensor.glimpse_size * sensor.scale_factor**scale
                 left, top = int(cx[i]) - side // 2, int(cy[i]) - side // 2
-                box = [round(v * factor) for v in (left, top, left + side, top + side)]
-                pen.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), outline=colour, width=thin)
+                (x0, y0), (x1, y1) = at(left, top), at(left + side, top + side)
+                pen.rectangle((round(x0), round(y0), round(x1) - 1, round(y1) - 1), outline=colour, width=thin)
             corner = int(cx[i]) - sensor.glimpse_size // 2, int(cy[i]) - sensor.glimpse_size // 2  # scale 0's
-            pen.text(((corner[0] + 0.3) * factor, (corner[1] + 0.1) * factor), str(i + 1), fill=colour, font=font)
+            pen.text(at(corner[0] + 0.3, corner[1] + 0.1), str(i + 1), fill=colour, font=font)
         frames.append(frame)
     if caption:
         _write_caption(frames[-1], caption, font)
     return frames
+
+
+def _input_picture(image: np.ndarray, input_format: InputFormat) -> Image.Image:
+    """The model input ``[C, H, W]`` as the 8-bit RGB picture the model saw (bright ink on dark, for MNIST)."""
+    pixels = np.clip(image * input_format.value_scale, 0, 255).round().astype(np.uint8)  # (C, H, W)
+    return Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)).convert("RGB")
+
+
+def _user_picture(values: np.ndarray, placement: Placement) -> tuple[Image.Image, Placement]:
+    """Decoded intensities ``[H, W, c]`` (c = 1–4, alpha last) as the RGB picture a viewer shows: on white."""
+    colour = values[:, :, :3] if values.shape[2] >= 3 else np.repeat(values[:, :, :1], 3, axis=2)  # (H, W, 3)
+    if values.shape[2] in (2, 4):
+        alpha = values[:, :, -1:]  # (H, W, 1)
+        colour = colour * alpha + (1.0 - alpha)
+    return Image.fromarray(np.clip(colour * 255, 0, 255).round().astype(np.uint8)), placement
 
 
 def _write_caption(frame: Image.Image, caption: str, font: ImageFont.ImageFont) -> None:

@@ -35,6 +35,7 @@ import stat
 import struct
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -348,8 +349,34 @@ def prepare_array(array: Any, input_format: InputFormat, *, source: str = "array
     return prepare_intensities(values, input_format, source=source)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where the model input's pixels came from in the image it was made of (step 6), to draw on that image.
+
+    A point (x, y) of the input, in pixel units from its top-left corner, is the point
+    ``origin + (point - offset) * stretch`` of the image (per axis, each pair as (x, y)).
+    """
+
+    origin: tuple[float, float] = (0.0, 0.0)
+    offset: tuple[float, float] = (0.0, 0.0)
+    stretch: tuple[float, float] = (1.0, 1.0)
+
+    def to_image(self, x: float, y: float) -> tuple[float, float]:
+        return (
+            self.origin[0] + (x - self.offset[0]) * self.stretch[0],
+            self.origin[1] + (y - self.offset[1]) * self.stretch[1],
+        )
+
+
 def prepare_intensities(values: np.ndarray, input_format: InputFormat, *, source: str) -> np.ndarray:
     """Steps 3–7: intensities ``[H, W, c]`` in [0, 1] (c = 1–4, alpha last if 2 or 4) → input ``[C, H, W]``."""
+    return place_intensities(values, input_format, source=source)[0]
+
+
+def place_intensities(
+    values: np.ndarray, input_format: InputFormat, *, source: str
+) -> tuple[np.ndarray, Placement]:
+    """``prepare_intensities``, and where the input's pixels lie in ``values`` (for a trace on the user's image)."""
     if input_format.channels not in (1, 3):
         raise ImageError(f"{source}: the model takes {input_format.channels} channels; images convert to 1 or 3")
     colour = values[:, :, :3] if values.shape[2] >= 3 else values[:, :, :1]  # (H, W, 1 or 3)
@@ -361,11 +388,12 @@ def prepare_intensities(values: np.ndarray, input_format: InputFormat, *, source
         colour = np.repeat(colour, 3, axis=2)  # (H, W, 3)
     if (_border(colour).mean() > 0.5) == (input_format.background == "dark"):
         colour = 1.0 - colour
+    placement = Placement()
     if colour.shape[:2] != (input_format.height, input_format.width):
         place = _place_mnist if input_format.placement == "mnist" else _place_canvas
-        colour = place(colour, input_format.height, input_format.width)
+        colour, placement = place(colour, input_format.height, input_format.width)
     x = colour.transpose(2, 0, 1) * np.float32(255.0 / input_format.value_scale)  # (C, H, W)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    return np.ascontiguousarray(x, dtype=np.float32), placement
 
 
 def _intensities(image: Image.Image) -> np.ndarray:
@@ -423,37 +451,40 @@ def _resize(values: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.stack(planes, axis=2), 0.0, 1.0)
 
 
-def _place_mnist(values: np.ndarray, height: int, width: int) -> np.ndarray:
+def _place_mnist(values: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:
     """Crop to the ink, fit in the 20×20-of-28×28 box, centre the centre of mass (step 6, "mnist")."""
     luma = values.mean(axis=2)  # (h, w)
     level = float(np.percentile(_border(luma[:, :, None]), BACKGROUND_PERCENTILE))
     top = float(luma.max())
     canvas = np.zeros((height, width, values.shape[2]), np.float32)
-    if top - level < 1 / 255:
-        return canvas  # a blank image: no ink to place
+    if top - level < 1 / 255:  # a blank image: no ink to place; the whole image stands for the input
+        return canvas, Placement(stretch=(values.shape[1] / width, values.shape[0] / height))
     values = np.clip((values - level) / (top - level), 0.0, 1.0)
     rows, cols = np.nonzero(values.mean(axis=2) > INK_THRESHOLD)
     ink = values[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # (h', w', c)
     box = max(1, round(min(height, width) * _MNIST_BOX))
     scale = box / max(ink.shape[:2])
-    ink = _resize(ink, max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
-    mass = ink.mean(axis=2)  # (h', w')
+    resized = _resize(ink, max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
+    mass = resized.mean(axis=2)  # (h', w')
     total = mass.sum()
-    cy = (mass.sum(axis=1) @ np.arange(ink.shape[0])) / total if total > 0 else (ink.shape[0] - 1) / 2
-    cx = (mass.sum(axis=0) @ np.arange(ink.shape[1])) / total if total > 0 else (ink.shape[1] - 1) / 2
-    _paste(canvas, ink, int(round(height / 2 - cy)), int(round(width / 2 - cx)))
-    return canvas
+    cy = (mass.sum(axis=1) @ np.arange(resized.shape[0])) / total if total > 0 else (resized.shape[0] - 1) / 2
+    cx = (mass.sum(axis=0) @ np.arange(resized.shape[1])) / total if total > 0 else (resized.shape[1] - 1) / 2
+    top_left = int(round(height / 2 - cy)), int(round(width / 2 - cx))
+    _paste(canvas, resized, *top_left)
+    stretch = (ink.shape[1] / resized.shape[1], ink.shape[0] / resized.shape[0])
+    return canvas, Placement((float(cols.min()), float(rows.min())), (top_left[1], top_left[0]), stretch)
 
 
-def _place_canvas(values: np.ndarray, height: int, width: int) -> np.ndarray:
+def _place_canvas(values: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:
     """Shrink to fit if larger, then centre on a zero canvas (step 6, "canvas")."""
     h, w = values.shape[:2]
     if h > height or w > width:
         scale = min(height / h, width / w)
         values = _resize(values, max(1, round(h * scale)), max(1, round(w * scale)))
     canvas = np.zeros((height, width, values.shape[2]), np.float32)
-    _paste(canvas, values, (height - values.shape[0]) // 2, (width - values.shape[1]) // 2)
-    return canvas
+    top_left = (height - values.shape[0]) // 2, (width - values.shape[1]) // 2
+    _paste(canvas, values, *top_left)
+    return canvas, Placement(offset=(top_left[1], top_left[0]), stretch=(w / values.shape[1], h / values.shape[0]))
 
 
 def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:

@@ -79,9 +79,10 @@ def test_image_error_is_a_value_error():
     assert issubclass(ImageError, ValueError)
 
 
-def test_predict_files_raises_image_error(tiny_rnn_path, corpus, good):
-    with pytest.raises(ImageError, match=r"truncated\.png: cannot decode the image"):
-        load_model(tiny_rnn_path, threads=1).predict_files([good, corpus / "truncated.png"])
+def test_predict_files_reports_the_image_error_and_answers_the_rest(tiny_rnn_path, corpus, good):
+    prediction = load_model(tiny_rnn_path, threads=1).predict_files([good, corpus / "truncated.png"])
+    assert prediction.errors[0] is None and prediction.ok.tolist() == [True, False]
+    assert re.search(r"truncated\.png: cannot decode the image", prediction.errors[1])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -253,3 +253,20 @@ def test_dash_reads_one_image_from_standard_input(tiny_rnn_path, files):
     alone = [sys.executable, "-m", "ram_infer", "-", "--model", str(tiny_rnn_path)]
     refused = subprocess.run(alone, input=b"not an image", capture_output=True, timeout=120)
     assert refused.returncode == 2 and refused.stderr.decode().startswith("-: not an image file")
+
+
+def test_trace_is_drawn_on_the_users_image_around_the_digit(run, tmp_path):
+    """A 7 drawn at the right of a 600×400 page: the trace is that page, with the boxes around the digit."""
+    import numpy as np
+    from PIL import ImageDraw
+
+    page = Image.new("RGB", (600, 400), "white")
+    ImageDraw.Draw(page).line([(400, 120), (460, 120), (420, 260)], fill="black", width=12)
+    page.save(tmp_path / "page.png")
+    status, out, _ = run(str(tmp_path / "page.png"), "--trace", str(tmp_path / "trace.png"))
+    with Image.open(tmp_path / "trace.png") as trace:
+        pixels = np.asarray(trace.convert("RGB")).astype(int)  # (400, 600, 3)
+    coloured = np.abs(pixels - pixels.mean(axis=2, keepdims=True)).sum(axis=2) > 60  # the boxes, not grey
+    rows, cols = np.nonzero(coloured)
+    assert status == 0 and pixels.shape == (400, 600, 3)
+    assert cols.min() > 250 and rows.min() > 20 and rows.max() < 380  # around the digit, not over the page

@@ -7,11 +7,12 @@ import threading
 import numpy as np
 import onnxruntime as ort
 import pytest
-from conftest import TINY_GLIMPSES
 
 from ram_infer import Engine, Prediction, load_model
 from ram_infer.engine import bundled_models
 from ram_infer.images import ImageError
+
+from conftest import TINY_GLIMPSES
 
 FIELDS = ("labels", "probabilities", "logits", "locations", "glimpses_used")
 

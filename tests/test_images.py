@@ -20,8 +20,8 @@ from ram_infer.images import (
     _SCAN_READ_BYTES,
     DECODABLE_FORMATS,
     IMAGE_SUFFIXES,
-    MAX_JPEG_SCANS,
     MAX_JPEG_SCAN_PIXELS,
+    MAX_JPEG_SCANS,
     WORKING_PIXELS,
     ImageError,
     load_image,
@@ -494,3 +494,18 @@ def test_large_png_decodes_in_memory_proportional_to_its_pixels(tmp_path):
     grown_kb, brightest = result.stdout.split()
     assert float(brightest) == 1.0
     assert int(grown_kb) < 640_000, f"{int(grown_kb) >> 10} MB"
+
+
+def test_placement_maps_the_canvas_input_back_to_the_image():
+    """Padded (30×20 into 60×60) the input pixel (u, v) is the image pixel placement.to_image(u, v), exactly;
+    shrunk (120×120 into 60×60) the input's corners are the image's."""
+    from ram_infer.images import place_intensities
+
+    canvas = InputFormat(height=60, width=60, channels=1, placement="canvas")
+    values = np.random.default_rng(0).uniform(0.0, 0.4, (20, 30, 1)).astype(np.float32)  # dark: no inversion
+    x, placement = place_intensities(values, canvas, source="padded")
+    for u, v in [(15, 20), (44, 39), (30, 30)]:
+        image_x, image_y = placement.to_image(u, v)
+        assert x[0, v, u] == pytest.approx(values[int(image_y), int(image_x), 0] * 255 / canvas.value_scale)
+    _, shrunk = place_intensities(np.zeros((120, 120, 1), np.float32), canvas, source="shrunk")
+    assert shrunk.to_image(0, 0) == (0, 0) and shrunk.to_image(60, 60) == (120, 120)

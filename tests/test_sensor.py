@@ -16,11 +16,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import require_backend
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ram_infer.sensor import available_backends, extract_glimpses, extract_glimpses_reference
+
+from conftest import require_backend
 
 # The contract's tolerance between implementations (docs/design.md); images below hold values in [0, 1).
 TOLERANCE = 1e-6
