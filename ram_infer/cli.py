@@ -35,7 +35,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import numpy as np
 
@@ -53,6 +53,7 @@ STDIN = "-"
 MAX_STDIN_BYTES = 256 << 20  # an image piped in is read whole: bounded like a model file
 FORMATS = ("text", "json", "csv")
 CSV_COLUMNS = ("file", "label", "confidence", "glimpses_used", "top_k", "error")
+TRACE_SUFFIXES = (".png", ".gif")  # a picture of the whole path, or an animation of it
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 2, 130  # 130 = 128 + SIGINT, what a shell reports for Ctrl-C
 
 
@@ -133,14 +134,23 @@ def _discard_stdout() -> None:
         pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the contract for bad settings), not the usage block and the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_FAILED, f"{self.prog}: {_printable(message)} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ram-infer",
         description="Classify images with a Recurrent Attention Model (a few glimpses per image, no PyTorch).",
         epilog="Exit status: 0 if every input was classified, 2 if any failed.",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="image files, directories of images, or - for stdin")
-    parser.add_argument("--model", default=None, help=f"bundled model name or .onnx path (default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", type=_model_name, default=None, help=f"bundled model name or .onnx path (default: {DEFAULT_MODEL})"
+    )
     parser.add_argument("--format", choices=FORMATS, default="text", help="output: text lines, JSON lines or CSV")
     parser.add_argument("--json", action="store_const", const="json", dest="format", help="the same as --format json")
     parser.add_argument("-r", "--recursive", action="store_true", help="directories: also the images in subfolders")
@@ -152,7 +162,9 @@ def _parser() -> argparse.ArgumentParser:
         help="ONNX Runtime execution provider, in order of preference (repeatable); the CPU is always the fallback",
     )
     parser.add_argument("--top-k", type=_positive_int, default=None, metavar="K", help="also report the K best classes")
-    parser.add_argument("--trace", type=Path, default=None, metavar="OUT", help="draw the glimpse path (.png, or .gif)")
+    parser.add_argument(
+        "--trace", type=_trace_path, default=None, metavar="OUT", help="draw the glimpse path (.png, or .gif)"
+    )
     parser.add_argument("--early-exit", type=_probability, default=None, metavar="P", help="stop at confidence >= P")
     parser.add_argument(
         "--threads", type=_positive_int, default=None, metavar="N", help="CPU threads (default: all; at most the cores)"
@@ -175,6 +187,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _model_name(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("must name a bundled model or a file, got an empty string")
+    return text
+
+
+def _trace_path(text: str) -> Path:
+    path = Path(text)
+    if path.suffix.lower() not in TRACE_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"must end in {' or '.join(TRACE_SUFFIXES)}, got {text!r}")
+    return path
 
 
 def _probability(text: str) -> float:
@@ -263,7 +288,7 @@ class _Run:
         from ram_infer.engine import load_model
         from ram_infer.metadata import ModelFormatError
 
-        name = self.args.model or DEFAULT_MODEL
+        name = DEFAULT_MODEL if self.args.model is None else self.args.model
         if self.args.model is None and DEFAULT_MODEL not in bundled:
             self.err.write(
                 f"ram-infer: no bundled model '{DEFAULT_MODEL}' in this installation yet; pass --model PATH.onnx "

@@ -114,8 +114,10 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
     if isinstance(name_or_path, str) and name_or_path in bundled:
         return bundled[name_or_path]
     text = os.fspath(name_or_path)
+    available = ", ".join(bundled) if bundled else f"none yet in {MODELS_DIR}"
+    if not text:
+        raise FileNotFoundError(f"an empty model name: give a bundled model's name ({available}) or a path")
     if isinstance(name_or_path, str) and not _looks_like_a_path(text):
-        available = ", ".join(bundled) if bundled else f"none yet in {MODELS_DIR}"
         raise FileNotFoundError(
             f"{text}: not a bundled model name (bundled: {available}); give a file as a path (./{text} or NAME.onnx)"
         )

@@ -140,11 +140,14 @@ def test_early_exit_reports_glimpses_used(run, files):
     [
         (["--top-k", "0"], r"argument --top-k: must be >= 1, got 0"),
         (["--early-exit", "2"], r"argument --early-exit: must be in \(0, 1\], got 2.0"),
+        (["--trace", "out.jpg"], r"argument --trace: must end in .png or .gif, got 'out.jpg'"),
+        (["--frobnicate"], r"unrecognized arguments: --frobnicate"),
+        (["--model", ""], r"^ram-infer: argument --model: must name a bundled model or a file, got an empty string"),
     ],
 )
-def test_bad_option_exits_2_with_usage(run, files, args, message):
-    status, _, err = run(files[0], *args)
-    assert status == 2 and re.search(message, err[-1])
+def test_bad_option_exits_2_with_one_line(run, files, args, message):
+    status, _, err = run(files[0], *args, model=False)
+    assert status == 2 and len(err) == 1 and re.search(message, err[0]) and err[0].endswith("(see ram-infer --help)")
 
 
 def test_no_files_exits_2(run):
