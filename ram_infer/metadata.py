@@ -64,6 +64,9 @@ LIMITS = {
     "input.channels": 4,
     "labels": 10_000,
 }
+# A value's JSON text at most: the bundled models' longest (ram.training) is under 2 k characters, ten thousand labels
+# of a hundred characters fit; a hostile file's 200 MB value would cost seconds and gigabytes to parse.
+MAX_VALUE_CHARS = 1 << 20
 # Bounds on products: each size may be within LIMITS while their product is not (an 8192×8192×4 input is 1 GiB per
 # image as float32, T × classes logits per image, and the pixels the sensor sums over a whole episode). Each is far
 # above the bundled models (at most 100·100·1 input values, 8 × 10 logits, 98 k pixel reads per image).
@@ -338,6 +341,8 @@ class _Reader:
                 )
             raise self._error(key, "is missing from the model's metadata")
         text = self.props[PREFIX + key]
+        if len(text) > MAX_VALUE_CHARS:
+            raise self._error(key, f"is {len(text)} characters long, more than the limit of {MAX_VALUE_CHARS}")
         try:
             return json.loads(text)
         except json.JSONDecodeError as error:

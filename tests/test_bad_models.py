@@ -215,6 +215,8 @@ EDITS = {
         _both(_set("ram.num_glimpses", "1000"), _set("ram.labels", json.dumps([str(i) for i in range(2000)]))),
         r"asks for 2000000 logits per episode \(num_glimpses × classes\), above 1048576",
     ),
+    "huge-value": (_set("ram.training", json.dumps({"notes": "x" * (1 << 21)})),
+                   r"ram\.training is 2097165 characters long, more than the limit of 1048576"),
     "too-many-labels": (_set("ram.labels", json.dumps([str(i) for i in range(20_000)])),
                         r"ram\.labels must have at most 10000 classes, got 20000"),
     "patch-overflow": (
