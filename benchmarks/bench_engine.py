@@ -190,18 +190,63 @@ def _profile_steps(model: str, images: np.ndarray, seconds: float, min_calls: in
     for name, call in (("step_network_us", run), ("sensor_us", glimpse), ("unrolled_steps_us", run_unrolled)):
         for _ in range(100):
             call()
-        timings[name] = float(np.median(_time_calls(lambda i: call(), seconds / 3, min_calls)))
+        timings[name] = float(np.median(_time_calls(lambda i, call=call: call(), seconds / 3, min_calls)))
     return {**timings, "glimpses": T, "sensor": [sensor.glimpse_size, sensor.num_scales, sensor.scale_factor]}
 
 
+def build_unrolled_steps_model(step_model):
+    """The step network's T steps chained in one graph with no sensor: step t reads its own input ``glimpse_t``.
+
+    Not a RAM model (its glimpses do not follow its locations): it measures what the step network alone costs in
+    one ONNX Runtime call, the floor of any runtime that runs these T steps. Each step needs its own glimpse input:
+    with one shared input, ONNX Runtime's common-subexpression elimination computes the glimpse network once for all
+    steps and the graph measures less than an episode costs. Inputs are ``glimpse_0`` … ``glimpse_{T-1}``,
+    ``location`` and ``state``; the output is the last step's ``logits``. The steps are copied as the full-episode
+    model copies them (ram_infer.training.episode), so both read the step model's one set of weights.
+
+    Args:
+        step_model (onnx.ModelProto): a step network with its ``ram.*`` metadata.
+
+    Returns:
+        onnx.ModelProto: the unrolled steps.
+    """
+    import onnx
+    from onnx import helper
+
+    from ram_infer.metadata import STEP_INPUTS, ModelInfo
+    from ram_infer.training.episode import GraphBuilder, copy_step, metadata_map
+
+    step = step_model.graph
+    T = ModelInfo.from_metadata_props(metadata_map(step_model), "step model").num_glimpses
+    glimpses = [f"glimpse_{t}" for t in range(T)]
+    b = GraphBuilder(reserved=[t.name for t in step.initializer] + list(STEP_INPUTS) + glimpses)
+    outputs = {"state_next": "state", "location_next": "location"}
+    for t in range(T):
+        outputs = copy_step(b, step, {"glimpse": glimpses[t], "location": outputs["location_next"],
+                                      "state": outputs["state_next"]}, f"step{t}")
+    b.nodes.append(helper.make_node("Identity", [outputs["logits"]], ["logits"], name="steps/logits"))
+    glimpse_input = next(v for v in step.input if v.name == "glimpse")
+    inputs = [onnx.ValueInfoProto() for _ in glimpses]
+    for value, name in zip(inputs, glimpses):
+        value.CopyFrom(glimpse_input)
+        value.name = name
+    logits = next(v for v in step.output if v.name == "logits")
+    graph = helper.make_graph(b.nodes, "ram_unrolled_steps",
+                              inputs + [v for v in step.input if v.name != "glimpse"], [logits],
+                              initializer=list(step.initializer))
+    model = helper.make_model(graph, opset_imports=list(step_model.opset_import))
+    model.ir_version = step_model.ir_version
+    return model
+
+
 def _unrolled_steps_call(engine, workspace, step: int):
-    """One ONNX Runtime call of the step network's T steps chained in one graph (training/episode.py's
-    ``build_unrolled_steps_model``), every step bound to the workspace's glimpse, IOBinding as in ram-infer's loop:
-    what the T steps cost with no sensor and no Python between them."""
+    """One ONNX Runtime call of the step network's T steps chained in one graph (``build_unrolled_steps_model``),
+    every step bound to the workspace's glimpse, IOBinding as in ram-infer's loop: what the T steps cost with no
+    sensor and no Python between them."""
     import onnx
     import onnxruntime as ort
+
     from ram_infer.engine import _direct_runner
-    from training.episode import build_unrolled_steps_model
 
     unrolled = build_unrolled_steps_model(onnx.load(str(engine.path))).SerializeToString()
     options = ort.SessionOptions()
@@ -255,7 +300,7 @@ def _measure(kind: str, threads: int, jobs: list[dict], settings: dict, early_ex
 
 def _sweep_inputs(digits: np.ndarray, side: int, count: int, seed: int = 0) -> np.ndarray:
     """``count`` test digits at uniformly random positions on ``side``×``side`` canvases, (count, 1, side, side)."""
-    from training.data import Task, compose
+    from ram_infer.training.data import Task, compose
 
     return compose(digits[:count], digits, Task(f"translated{side}", side, 0), np.random.default_rng([seed, side]))
 
@@ -287,8 +332,8 @@ def _cnn_at_side(name: str, side: int, directory: Path) -> Path:
 
 
 def _episode_of(model: Path, directory: Path) -> Path:
-    """The full-episode ONNX model made from the step model ``model`` (training/episode.py)."""
-    from training.episode import export_episode
+    """The full-episode ONNX model made from the step model ``model`` (ram_infer.training.episode)."""
+    from ram_infer.training.episode import export_episode
 
     return export_episode(model, directory / f"episode_{model.stem}.onnx")
 
@@ -471,7 +516,8 @@ def task_lines(task: str, rows: list[dict], parity: dict | None) -> list[str]:
         f"{episode['latency_us'][0]:,.1f} µs at batch 1 ({episode['latency_us'][0] / ours['latency_us'][0]:.1f}× "
         f"ram-infer's time) and {episode['images_per_s']:,.0f} images/s at batch {BATCH} "
         f"({episode['images_per_s'] / ours['images_per_s']:.2f}× ram-infer's rate); its sensor is 35–61 small "
-        "standard operators per glimpse (2–4 scales) instead of one compiled call. Same answers: see tests/test_episode.py.",
+        "standard operators per glimpse (2–4 scales) instead of one compiled call. Same answers: see "
+        "tests/test_episode.py.",
     ]
     if parity:
         lines += [
@@ -603,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_worker(json.loads(args.worker))))
         return 0
     from ram_infer.engine import bundled_models, resolve_model
-    from training.data import fixed_split, load_mnist
+    from ram_infer.training.data import fixed_split, load_mnist
 
     machine = machine_details()  # first, so the load average is the other processes', not this script's
     settings = {"seconds": 0.05, "min_calls": 3} if args.quick else {"seconds": 3.0, "min_calls": 20}

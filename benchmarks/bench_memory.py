@@ -82,9 +82,9 @@ def resolve_engine(model: str | None, directory: Path) -> tuple[Engine, str]:
     path = directory / "paper_mnist_random.onnx"
     export = (
         "import sys, torch\n"
-        "from training.config import ModelConfig\n"
-        "from training.export import export_step_model\n"
-        "from training.model import RecurrentAttention\n"
+        "from ram_infer.training.config import ModelConfig\n"
+        "from ram_infer.training.export import export_step_model\n"
+        "from ram_infer.training.model import RecurrentAttention\n"
         "torch.manual_seed(0)\n"
         "export_step_model(RecurrentAttention(ModelConfig()).eval(), sys.argv[1], dataset='mnist')\n"
     )

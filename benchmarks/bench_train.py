@@ -14,6 +14,7 @@ images: the speed does not depend on their content.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import shlex
 import statistics
@@ -26,10 +27,10 @@ import torch
 from _machine import machine_details, markdown_lines
 from eager_ram import EagerRAM, eager_train_step
 
-from training.losses import hybrid_loss
-from training.model import RecurrentAttention
-from training.presets import load_preset
-from training.train import mixed_precision
+from ram_infer.training.losses import hybrid_loss
+from ram_infer.training.model import RecurrentAttention
+from ram_infer.training.presets import load_preset
+from ram_infer.training.train import mixed_precision
 
 PRESETS_MEASURED = ("mnist", "cluttered60")  # the paper's RNN on 28 px and the zoo's LSTM on 60 px
 TRAINERS = {
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             eager = EagerRAM(RecurrentAttention(config.model)).to(device)
             optimizer = torch.optim.Adam(eager.parameters(), lr=1e-3)
             sigma = config.model.location_std
-            speeds["eager"] = images_per_second(lambda: eager_train_step(eager, optimizer, x, y, sigma),
+            speeds["eager"] = images_per_second(functools.partial(eager_train_step, eager, optimizer, x, y, sigma),
                                                 batch_size, repeats, device)
         for trainer, label in TRAINERS.items():
             if trainer in speeds:

@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 
-import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 from torch import nn
 
-from training.config import ModelConfig
-from training.model import RecurrentAttention
+from ram_infer.training.config import ModelConfig
+from ram_infer.training.model import RecurrentAttention
 
 
 def torch_crop_loop(x: torch.Tensor, l: torch.Tensor, g: int, k: int, s: int) -> torch.Tensor:
@@ -61,7 +60,7 @@ def model_from_onnx(path: str | os.PathLike) -> RecurrentAttention:
     The baseline network f_b is not exported and keeps its initial weights; inference never uses it.
 
     Args:
-        path: an ONNX step network written by ``training.export.export_step_model`` with the RNN core.
+        path: an ONNX step network written by ``ram_infer.training.export.export_step_model`` with the RNN core.
 
     Returns:
         RecurrentAttention in eval mode.
@@ -140,7 +139,7 @@ class EagerRAM(nn.Module):
             getattr(self, name).load_state_dict(source.state_dict())
 
     @classmethod
-    def from_onnx(cls, path: str | os.PathLike) -> "EagerRAM":
+    def from_onnx(cls, path: str | os.PathLike) -> EagerRAM:
         """The eager peer of an exported step network, its weights read from the file (see ``model_from_onnx``)."""
         return cls(model_from_onnx(path)).eval()
 
@@ -172,9 +171,9 @@ class EagerRAM(nn.Module):
         return log_probas, locs, baselines, log_pis
 
 
-def eager_train_step(model: EagerRAM, optimizer: torch.optim.Optimizer, x, y, std: float, mc_samples: int = 1):
-    """One optimiser step as kevinzakka's Trainer.train_one_epoch does it (M copies, nll + REINFORCE + MSE)."""
-    x, y = x.repeat(mc_samples, 1, 1, 1), y.repeat(mc_samples)
+def eager_train_step(model: EagerRAM, optimizer: torch.optim.Optimizer, x, y, std: float):
+    """One optimiser step as kevinzakka's Trainer.train_one_epoch does it (nll + REINFORCE + MSE) with its default
+    M = 1 sample per image, the only setting ram-train has."""
     log_probas, _, baselines, log_pis = model.episode(x, std)
     baselines, log_pis = torch.stack(baselines, 1), torch.stack(log_pis, 1)
     reward = (log_probas.argmax(1) == y).float().unsqueeze(1).repeat(1, baselines.shape[1])

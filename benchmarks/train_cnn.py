@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from cnns import NAMES, build, export_onnx
 
-from training.data import TASKS, TrainStream, fixed_split
+from ram_infer.training.data import TASKS, TrainStream, fixed_split
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = Path(__file__).resolve().parent / "models"

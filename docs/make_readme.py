@@ -71,8 +71,8 @@ def models_block() -> str:
     """The README's model table: one row per bundled model, from its metadata and the paper's published errors."""
     # Imported here: the example block needs only the runtime, the table also the training package (torch).
     from ram_infer.engine import bundled_models, load_model
-    from training.card import PAPER_RESULTS
-    from training.data import TASKS
+    from ram_infer.training.card import PAPER_RESULTS
+    from ram_infer.training.data import TASKS
 
     rows = []
     for name in bundled_models():

@@ -292,7 +292,7 @@ class _Run:
         if self.args.model is None and DEFAULT_MODEL not in bundled:
             self.err.write(
                 f"ram-infer: no bundled model '{DEFAULT_MODEL}' in this installation yet; pass --model PATH.onnx "
-                "(export one with python -m training.export)\n"
+                "(export one with ram-train export)\n"
             )
             return None
         import onnxruntime

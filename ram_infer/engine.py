@@ -191,6 +191,8 @@ class Engine:
         model = read_model(self.path)  # checked, so ONNX Runtime reads these bytes and nothing else from the disk
         try:
             self.session = ort.InferenceSession(model, options, providers=_usable_providers(providers))
+        except UnicodeDecodeError:  # a message quoting text that is not UTF-8 (read_model checks the names it knows)
+            raise ModelFormatError(f"{self.path}: not a readable ONNX model (text that is not UTF-8)") from None
         except _ORT_LOAD_ERRORS as error:
             reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
             raise ModelFormatError(f"{self.path}: not a readable ONNX model ({reason})") from None

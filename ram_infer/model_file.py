@@ -46,6 +46,13 @@ OPERATORS = frozenset(
     Sigmoid Sign Softmax Softplus Softsign Slice Split Sqrt Squeeze Sub Sum Tanh Transpose Unsqueeze Where
     """.split()
 )
+# The allowed operators that have optional inputs, which ONNX leaves out with an empty name. Any other operator with an
+# empty input name is refused: ONNX Runtime's variadic Sum, Min and Max accept one at session creation and then crash
+# the process (SIGSEGV) on the first run (found by fuzz/fuzz_models.py).
+OPTIONAL_INPUTS = frozenset(
+    "BatchNormalization Clip Conv Gemm LayerNormalization ReduceMax ReduceMean ReduceMin ReduceSum Slice Split Squeeze "
+    "Unsqueeze".split()
+)
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 _GRAPH_ATTRIBUTES = ("g", "graphs")
 
@@ -110,6 +117,8 @@ def check_model_bytes(data: bytes, source: str) -> None:
             raise ModelFormatError(f"{source}: imports the operator domain {_text(opset.domain)!r}; a step model uses "
                                    "only the standard ONNX operators")
     graph = model.graph
+    for port in (*graph.input, *graph.output, *graph.initializer):
+        _check_utf8(port.name, source, "a graph input, output or initializer name")
     for node in graph.node:
         _check_node(node, source)
     for name, tensor in _tensors(graph):
@@ -121,6 +130,11 @@ def check_model_bytes(data: bytes, source: str) -> None:
 
 
 def _check_node(node: Any, source: str) -> None:
+    # ONNX Runtime quotes names in its messages, and its binding raises UnicodeDecodeError on any that is not UTF-8.
+    for value in (node.op_type, node.domain, node.name, *node.input, *node.output):
+        _check_utf8(value, source, f"a name in operator {_text(node.op_type)!r}")
+    for attribute in node.attribute:
+        _check_utf8(attribute.name, source, f"an attribute name of operator {_text(node.op_type)!r}")
     op, domain = _text(node.op_type), _text(node.domain)
     if domain not in STANDARD_DOMAINS:
         raise ModelFormatError(f"{source}: operator {op!r} of domain {domain!r} is not a standard ONNX operator")
@@ -129,6 +143,8 @@ def _check_node(node: Any, source: str) -> None:
             f"{source}: operator {op!r} is not one a step model uses (control flow, random or size-from-data "
             "operators are refused)"
         )
+    if op not in OPTIONAL_INPUTS and any(not name for name in node.input):
+        raise ModelFormatError(f"{source}: operator {op!r} has an empty input name, but no optional inputs")
     for attribute in node.attribute:
         if attribute.HasField("g") or len(attribute.graphs):
             raise ModelFormatError(f"{source}: operator {op!r} has a subgraph attribute {_text(attribute.name)!r}")
@@ -185,9 +201,14 @@ _SCHEMA = {
     "GraphProto": (
         ("node", 1, "message", True, "NodeProto"),
         ("initializer", 5, "message", True, "TensorProto"),
+        ("input", 11, "message", True, "ValueInfoProto"),
+        ("output", 12, "message", True, "ValueInfoProto"),
         ("sparse_initializer", 15, "message", True, "SparseTensorProto"),
     ),
     "NodeProto": (
+        ("input", 1, "bytes", True, None),
+        ("output", 2, "bytes", True, None),
+        ("name", 3, "bytes", False, None),
         ("op_type", 4, "bytes", False, None),
         ("domain", 7, "bytes", False, None),
         ("attribute", 5, "message", True, "AttributeProto"),
@@ -210,6 +231,7 @@ _SCHEMA = {
         ("values", 1, "message", False, "TensorProto"),
         ("indices", 2, "message", False, "TensorProto"),
     ),
+    "ValueInfoProto": (("name", 1, "bytes", False, None),),
     "Opaque": (),  # a message whose presence alone matters; its fields are skipped
 }
 

@@ -16,7 +16,7 @@ WEIGHT_GAINS = {"rnn": (3.0, 0.3, 0.9), "lstm": (3.0, 3.0, 3.0)}
 
 
 class TinyModel(NamedTuple):
-    model: object  # training.model.RecurrentAttention
+    model: object  # ram_infer.training.model.RecurrentAttention
     path: Path  # its exported step network
 
 
@@ -27,9 +27,9 @@ def export_tiny_model(core: str, directory: Path) -> TinyModel:
     images while μ_t stays off tanh's saturation and the logits stay O(1–10).
     """
     torch = pytest.importorskip("torch")
-    from training.config import ModelConfig
-    from training.export import export_step_model
-    from training.model import RecurrentAttention
+    from ram_infer.training.config import ModelConfig
+    from ram_infer.training.export import export_step_model
+    from ram_infer.training.model import RecurrentAttention
 
     torch.manual_seed(1234)
     config = ModelConfig(
@@ -119,7 +119,7 @@ def sample_for(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     """The sample's digits placed as the data set places them (fixed seed), in [0, 1], and their labels."""
     with np.load(SAMPLE) as sample:
         digits, labels = sample["digits"].astype(np.float32) / 255, sample["labels"]
-    from training.data import TASKS, compose
+    from ram_infer.training.data import TASKS, compose
 
     images = compose(digits, digits, TASKS[dataset], np.random.default_rng(2014), digit_indices=np.arange(len(digits)))
     return images, labels

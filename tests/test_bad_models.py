@@ -198,6 +198,11 @@ EDITS = {
     "custom-domain-node": (_node("Relu", domain="com.microsoft"), r"operator 'Relu' of domain 'com\.microsoft'"),
     "subgraph-attribute": (_node("Relu", body=helper.make_graph([], "g", [], [])), r"subgraph attribute 'body'"),
     "local-function": (_function, r"defines model-local functions"),
+    # ONNX Runtime accepted this and then crashed the process on the first run (found by fuzz/fuzz_models.py).
+    "empty-variadic-input": (
+        lambda proto: proto.graph.node.append(helper.make_node("Sum", ["location", ""], ["unused_sum"])),
+        r"operator 'Sum' has an empty input name, but no optional inputs",
+    ),
     "no-graph": (lambda proto: proto.ClearField("graph"), r"not a readable ONNX model \(no graph\)"),
     # Hostile metadata: absurd sizes, deep nesting, giant numbers.
     "huge-num-glimpses": (_set("ram.num_glimpses", "100000000"), r"ram\.num_glimpses must be <= 1000, got 100000000"),
@@ -305,12 +310,15 @@ def test_directory_as_model_path_raises_model_format_error(tmp_path):
     ("text", "message"),
     [
         ("mnist", r"metadata 'ram\.(dataset|input)' is not UTF-8 text"),  # the values that hold "mnist"
-        ("location_next", r"the graph has names that are not UTF-8 text"),  # an output's name, wherever it is used
+        ("location_next", r"a graph input, output or initializer name is not UTF-8 text"),  # wherever it is used
+        ("identity_out", r"a name in operator 'Identity' is not UTF-8 text"),  # quoted in onnxruntime's errors
     ],
 )
 def test_text_that_is_not_utf8_is_refused(tiny_rnn_path, tmp_path, text, message):
     """ONNX strings are UTF-8; onnxruntime's binding raised UnicodeDecodeError on others (found by fuzz_models.py)."""
-    data = tiny_rnn_path.read_bytes()
+    proto = onnx.load(str(tiny_rnn_path))
+    proto.graph.node.append(helper.make_node("Identity", ["location"], ["identity_out"]))
+    data = proto.SerializeToString()
     quoted = json.dumps(text).encode() if text == "mnist" else text.encode()
     assert quoted in data
     path = tmp_path / "not_utf8.onnx"

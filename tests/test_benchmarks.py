@@ -139,3 +139,41 @@ def test_eager_peer_supports_the_rnn_core_only(tmp_path, benchmarks_on_path, cor
     from eager_ram import supports
 
     assert supports(export_tiny_model(core, tmp_path).path) is supported
+
+
+def onnx_session(model):
+    """An ONNX Runtime session of the ModelProto ``model`` on one thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def test_unrolled_steps_model_chains_the_step_networks_calls(tiny_model, benchmarks_on_path) -> None:
+    """The benchmark floor's graph computes what T step calls on T given glimpses compute, chained."""
+    onnx = pytest.importorskip("onnx")
+    from bench_engine import build_unrolled_steps_model
+
+    from ram_infer import load_model
+
+    step_model = onnx.load(str(tiny_model.path))
+    info = load_model(tiny_model.path).info
+    T = info.num_glimpses
+    rng = np.random.default_rng(6)
+    glimpses = [rng.random((3, *info.glimpse_shape), np.float32) for _ in range(T)]
+    feeds = {"location": rng.uniform(-1, 1, (3, 2)).astype(np.float32),
+             "state": rng.random((3, info.state_size), np.float32)}
+    step = onnx_session(step_model)
+    location, state = feeds["location"], feeds["state"]
+    for glimpse in glimpses:
+        state, location, logits = step.run(["state_next", "location_next", "logits"],
+                                           {"glimpse": glimpse, "location": location, "state": state})
+    unrolled = build_unrolled_steps_model(step_model)
+    onnx.checker.check_model(unrolled, full_check=True)
+    assert len(unrolled.graph.initializer) == len(step_model.graph.initializer)  # one set of weights, shared
+    feeds.update({f"glimpse_{t}": glimpse for t, glimpse in enumerate(glimpses)})
+    np.testing.assert_allclose(onnx_session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)
+    # every step reads its own glimpse: a change to the first one reaches the result
+    feeds["glimpse_0"] = np.zeros_like(glimpses[0])
+    assert not np.allclose(onnx_session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)

@@ -14,12 +14,13 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from ram_infer import load_model  # noqa: E402
-from training.card import location_std_text, regularisation_text, verify_export  # noqa: E402
-from training.config import ModelConfig, TrainConfig  # noqa: E402
 from ram_infer.metadata import SensorSpec  # noqa: E402
-from training.evaluate import digit_reach, errors_per_glimpse, evaluate_onnx  # noqa: E402
-from training.export import ParityError  # noqa: E402
-from training.train import main  # noqa: E402
+from ram_infer.training import card  # noqa: E402
+from ram_infer.training.card_markdown import regularisation_text  # noqa: E402
+from ram_infer.training.cli import main  # noqa: E402
+from ram_infer.training.config import TrainConfig  # noqa: E402
+from ram_infer.training.evaluate import digit_reach, errors_per_glimpse, evaluate_onnx  # noqa: E402
+from ram_infer.training.export import ParityError  # noqa: E402
 
 TEST_IMAGES = 300
 TINY_RUN = ["steps=6", "batch_size=16", "eval_every=3", "eval_images=64", "checkpoint_every=6", "log_every=1",
@@ -133,6 +134,55 @@ def test_card_refuses_a_name_that_is_not_a_file_stem(shipped: dict, capsys) -> N
     assert "name must be a file stem" in capsys.readouterr().err
 
 
+def test_card_refuses_to_replace_a_model_unless_forced(shipped: dict, capsys) -> None:
+    before = {key: path.stat().st_mtime_ns for key, path in shipped["paths"].items()}
+    again = ["card", str(shipped["run"]), "--name", "tiny", "--models-dir", str(shipped["base"] / "models"),
+             "--docs-dir", str(shipped["base"] / "docs")]
+    assert main(again) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "tiny.onnx exists: a model named 'tiny' is already there; pass --force" in err[0]
+    assert {key: path.stat().st_mtime_ns for key, path in shipped["paths"].items()} == before
+    paths = card.card_paths("tiny", shipped["base"] / "models", shipped["base"] / "docs")
+    card.refuse_to_replace("other", card.card_paths("other", shipped["base"] / "models", shipped["base"] / "docs"))
+    with pytest.raises(ValueError, match="pass --force"):
+        card.refuse_to_replace("tiny", paths)
+
+
+@pytest.mark.parametrize("folder", ["--models-dir", "--docs-dir"])
+def test_card_never_writes_into_installed_packages(shipped: dict, tmp_path: Path, capsys, folder: str) -> None:
+    installed = tmp_path / "venv" / "lib" / "python3.11" / "site-packages" / "ram_infer" / "models"
+    folders = {"--models-dir": str(tmp_path / "mine"), "--docs-dir": str(tmp_path / "mine"), folder: str(installed)}
+    assert main(["card", str(shipped["run"]), "--name", "x", *[w for pair in folders.items() for w in pair]]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and f"{installed} lies in installed packages, where ram-train card never writes" in err[0]
+    assert not (tmp_path / "venv").exists() and not (tmp_path / "mine").exists()
+
+
+def test_card_writes_to_the_bundle_only_from_a_source_checkout(tmp_path: Path, monkeypatch) -> None:
+    checkout = tmp_path / "repo" / "ram_infer" / "models"
+    checkout.mkdir(parents=True)
+    (tmp_path / "repo" / "pyproject.toml").write_text("")
+    assert card.source_checkout_models(checkout) == checkout
+    monkeypatch.setattr(card, "MODELS_DIR", checkout)
+    assert card.card_folders(None, None) == (checkout, tmp_path / "repo" / "docs" / "models")
+    assert card.source_checkout_models(tmp_path / "elsewhere" / "ram_infer" / "models") is None  # no pyproject.toml
+    installed = tmp_path / "lib" / "python3.11" / "dist-packages" / "ram_infer" / "models"
+    installed.mkdir(parents=True)
+    (installed.parent.parent / "pyproject.toml").write_text("")  # even then: an installed package is no checkout
+    assert card.source_checkout_models(installed) is None and card.in_installed_packages(installed)
+    assert not card.in_installed_packages(checkout)
+
+
+def test_card_outside_a_source_checkout_asks_for_a_folder(shipped: dict, monkeypatch, capsys) -> None:
+    installed = shipped["base"] / "lib" / "site-packages" / "ram_infer" / "models"
+    monkeypatch.setattr(card, "MODELS_DIR", installed)
+    with pytest.raises(ValueError, match="name the folder to write the model to with --models-dir"):
+        card.card_folders(None, None)
+    assert main(["card", str(shipped["run"]), "--name", "x"]) == 2
+    assert len(capsys.readouterr().err.splitlines()) == 1
+    assert card.card_folders(shipped["base"] / "mine", None) == (shipped["base"] / "mine", shipped["base"] / "mine")
+
+
 def test_card_without_a_run_log_says_so(tmp_path: Path, capsys) -> None:
     assert main(["card", str(tmp_path), "--name", "x", "--models-dir", str(tmp_path)]) == 2
     assert "log.jsonl: no such log" in capsys.readouterr().err
@@ -167,7 +217,7 @@ def test_verify_export_records_a_strict_failure_when_answers_agree(tiny_model, i
     shifted = copy.deepcopy(tiny_model.model)
     with torch.no_grad():
         shifted.action_net.classify.bias.add_(1e-3)  # every logit moves alike: no answer changes
-    parity = verify_export(shifted, tiny_model.path, images)
+    parity = card.verify_export(shifted, tiny_model.path, images)
     assert parity["answers_differ"] == 0 and "step logits: max scaled diff" in parity["failure"]
 
 
@@ -176,14 +226,7 @@ def test_verify_export_raises_when_answers_differ(tiny_model, images) -> None:
     with torch.no_grad():
         changed.action_net.classify.bias[0].add_(100.0)  # class 0 wins everywhere in torch
     with pytest.raises(ParityError, match=r"answers differ on \d+ of 64 images"):
-        verify_export(changed, tiny_model.path, images)
-
-
-def test_card_tells_how_sigma_moved() -> None:
-    changed = TrainConfig(model=ModelConfig(location_std=0.09), location_std_legs=[[380_000, 0.15]])
-    assert location_std_text(changed) == "0.15 until step 380,000, then 0.09"
-    annealed = TrainConfig(model=ModelConfig(location_std=0.2), location_std_final=0.05)
-    assert location_std_text(annealed) == "0.2 annealed linearly to 0.05"
+        card.verify_export(changed, tiny_model.path, images)
 
 
 def test_card_tells_the_augmentation_and_the_averaging_that_shaped_its_weights() -> None:

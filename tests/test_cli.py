@@ -178,7 +178,7 @@ def test_no_bundled_model_says_so(run, files, models_dir):
     status, _, err = run(files[0], model=False)
     assert status == 2 and err == [
         "ram-infer: no bundled model 'mnist' in this installation yet; pass --model PATH.onnx "
-        "(export one with python -m training.export)"
+        "(export one with ram-train export)"
     ]
 
 

@@ -11,21 +11,21 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import make_images, sample_for
 from ram_infer import ModelFormatError, extract_glimpses, load_model
 from ram_infer.engine import MODELS_DIR, bundled_models
 from ram_infer.metadata import SensorSpec
-from training.data import fixed_split, load_mnist
-from training.episode import (
+from ram_infer.training.cli import main as ram_train
+from ram_infer.training.data import fixed_split, load_mnist
+from ram_infer.training.episode import (
     PARITY_TOLERANCE,
     build_episode_model,
     build_sensor_model,
-    build_unrolled_steps_model,
     episode_parity,
     export_episode,
     sidecar,
 )
-from training.train import main as ram_train
+
+from conftest import make_images, sample_for
 
 EPISODE_DIR = MODELS_DIR / "episode"
 BUNDLED = sorted(bundled_models())
@@ -110,30 +110,6 @@ def test_episode_rows_do_not_depend_on_batch_or_threads(tiny_model) -> None:
             np.testing.assert_array_equal(one_locations[0], locations[row])
 
 
-def test_unrolled_steps_model_chains_the_step_networks_calls(tiny_model) -> None:
-    """The benchmark floor's graph computes what T step calls on T given glimpses compute, chained."""
-    step_model = onnx.load(str(tiny_model.path))
-    info = load_model(tiny_model.path).info
-    T = info.num_glimpses
-    rng = np.random.default_rng(6)
-    glimpses = [rng.random((3, *info.glimpse_shape), np.float32) for _ in range(T)]
-    feeds = {"location": rng.uniform(-1, 1, (3, 2)).astype(np.float32),
-             "state": rng.random((3, info.state_size), np.float32)}
-    step = session(step_model)
-    location, state = feeds["location"], feeds["state"]
-    for glimpse in glimpses:
-        state, location, logits = step.run(["state_next", "location_next", "logits"],
-                                           {"glimpse": glimpse, "location": location, "state": state})
-    unrolled = build_unrolled_steps_model(step_model)
-    onnx.checker.check_model(unrolled, full_check=True)
-    assert len(unrolled.graph.initializer) == len(step_model.graph.initializer)  # one set of weights, shared
-    feeds.update({f"glimpse_{t}": glimpse for t, glimpse in enumerate(glimpses)})
-    np.testing.assert_allclose(session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)
-    # every step reads its own glimpse: a change to the first one reaches the result
-    feeds["glimpse_0"] = np.zeros_like(glimpses[0])
-    assert not np.allclose(session(unrolled).run(["logits"], feeds)[0], logits, rtol=0, atol=1e-6)
-
-
 def test_episode_model_has_the_contracted_interface_and_metadata(tiny_model) -> None:
     step = onnx.load(str(tiny_model.path))
     episode = build_episode_model(step)
@@ -212,7 +188,8 @@ def mnist_available() -> bool:
     return True
 
 
-@pytest.mark.skipif(not mnist_available(), reason="MNIST not found (data/mnist or $RAM_INFER_DATA; see DESIGN.md)")
+@pytest.mark.skipif(not mnist_available(),
+                    reason="MNIST not found (data/mnist or $RAM_INFER_DATA; see docs/training.md)")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_episode_model_matches_the_runtime_on_the_full_test_set(name: str) -> None:
     step_path = MODELS_DIR / f"{name}.onnx"

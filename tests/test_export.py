@@ -12,9 +12,10 @@ onnx = pytest.importorskip("onnx")
 
 from ram_infer import load_model  # noqa: E402
 from ram_infer.metadata import KEYS, PREFIX  # noqa: E402
-from training.config import ModelConfig, TrainConfig  # noqa: E402
-from training.export import ParityError, check_parity, export_checkpoint, export_step_model, main  # noqa: E402
-from training.model import RecurrentAttention  # noqa: E402
+from ram_infer.training.cli import main  # noqa: E402
+from ram_infer.training.config import ModelConfig, TrainConfig  # noqa: E402
+from ram_infer.training.export import ParityError, check_parity, export_checkpoint, export_step_model  # noqa: E402
+from ram_infer.training.model import RecurrentAttention  # noqa: E402
 
 PARITY_ATOL = 1e-5
 
@@ -99,7 +100,8 @@ def test_check_parity_lists_every_output_when_the_file_differs(tiny_model, image
     changed.load_state_dict(tiny_model.model.state_dict())
     with torch.no_grad():
         changed.action_net.classify.bias.add_(0.1)
-    with pytest.raises(ParityError, match=r"(?s)step logits: max scaled diff 0\.\d+ > 1e-05.*all outputs:.*step state_next"):
+    expected = r"(?s)step logits: max scaled diff 0\.\d+ > 1e-05.*all outputs:.*step state_next"
+    with pytest.raises(ParityError, match=expected):
         check_parity(changed, tiny_model.path, images)
 
 
@@ -116,7 +118,7 @@ def test_export_checkpoint_rebuilds_the_model(tmp_path, images):
 def test_export_command_writes_the_model(tmp_path, capsys):
     config = TrainConfig(model=ModelConfig(glimpse_size=4, num_glimpses=2, core_hidden=8))
     torch.save({"config": config.to_dict(), "model": RecurrentAttention(config.model).state_dict()}, tmp_path / "c.pt")
-    status = main([str(tmp_path / "c.pt"), str(tmp_path / "m.onnx"), "--test-error", "0.5"])
+    status = main(["export", str(tmp_path / "c.pt"), str(tmp_path / "m.onnx"), "--test-error", "0.5"])
     record = json.loads(capsys.readouterr().out)
     assert (status, record["ram.test_error"], load_model(tmp_path / "m.onnx").info.test_error) == (0, "0.5", 0.5)
 

@@ -75,9 +75,6 @@ def fuzz_models():
     return module
 
 
-# Strict: once load_model refuses invalid UTF-8 in string fields with ModelFormatError, this passes and the marker
-# must go (the finding and its repro: benchmarks/results/fuzz.md).
-@pytest.mark.xfail(strict=True, reason="known finding: invalid UTF-8 in a model's metadata raises UnicodeDecodeError")
 def test_model_fuzzer_finds_nothing_in_a_seeded_run(fuzz_models, tmp_path):
     # The bundled models alone as seeds (no torch export): the same mutants wherever it runs, in about 5 s.
     assert fuzz_models.run(seconds=120, out=tmp_path, seed=0, count=300, tiny=False) == 0

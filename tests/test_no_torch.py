@@ -1,11 +1,16 @@
-"""The runtime works with torch (and onnx) unimportable: import, load, predict and the CLI, in a fresh interpreter."""
+"""The runtime works with torch (and onnx) unimportable: import, load, predict and the CLI, in a fresh interpreter;
+and ram-train says in one line how to get the training side."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
 
 from conftest import DIGIT_FILES
 
@@ -17,7 +22,7 @@ BLOCKER = textwrap.dedent(
 
     class Blocker(MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "onnx", "onnxscript"):
+            if name.split(".")[0] in ("torch", "onnx"):
                 raise ImportError(f"{name} is blocked in this test")
             return None
 
@@ -60,3 +65,36 @@ def test_cli_runs_without_torch(tiny_rnn_path):
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert json.loads(result.stdout)["file"] == str(DIGIT_FILES[0])
+
+
+# A sitecustomize that makes one module of the [train] extra missing, as in a runtime-only install
+# (``pip install ram-infer``): the console script then runs as a user's would.
+MISSING_MODULE = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class Missing(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == {module!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, Missing())
+"""
+
+
+@pytest.mark.parametrize("missing", ["torch", "matplotlib"])
+@pytest.mark.parametrize("argv", [["--help"], ["card", "runs/mnist", "--name", "mnist"]])
+def test_ram_train_without_the_training_extra_says_how_to_install_it(tmp_path: Path, missing: str,
+                                                                     argv: list[str]) -> None:
+    script = Path(sys.executable).with_name("ram-train")
+    if not script.is_file():
+        pytest.skip(f"no ram-train console script beside {sys.executable}")
+    (tmp_path / "sitecustomize.py").write_text(MISSING_MODULE.format(module=missing))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run([str(script), *argv], capture_output=True, text=True, timeout=120, env=env)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.splitlines() == [
+        f'ram-train: the training side needs the [train] extra ({missing} is missing): pip install "ram-infer[train]" '
+        "(torch first: see the README)"
+    ]

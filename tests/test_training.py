@@ -20,12 +20,22 @@ from conftest import require_backend
 
 torch = pytest.importorskip("torch")
 
-from training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
-from training.evaluate import errors_per_glimpse  # noqa: E402
-from training.export import load_checkpoint  # noqa: E402
-from training.losses import hybrid_loss  # noqa: E402
-from training.model import RecurrentAttention, Rollout  # noqa: E402
-from training.train import Trainer, elastic_displacement, learning_rate_at, main, random_affine  # noqa: E402
+from ram_infer.engine import bundled_models, load_model  # noqa: E402
+from ram_infer.training.augment import (  # noqa: E402
+    augment_batch,
+    elastic_displacement,
+    random_affine,
+    shift,
+    torch_generator,
+)
+from ram_infer.training.cli import main  # noqa: E402
+from ram_infer.training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
+from ram_infer.training.evaluate import errors_per_glimpse  # noqa: E402
+from ram_infer.training.export import load_checkpoint  # noqa: E402
+from ram_infer.training.losses import hybrid_loss  # noqa: E402
+from ram_infer.training.model import RecurrentAttention, Rollout  # noqa: E402
+from ram_infer.training.streams import numpy_stream  # noqa: E402
+from ram_infer.training.train import Trainer, learning_rate_at  # noqa: E402
 
 SMALL = ModelConfig(glimpse_size=4, num_scales=3, num_glimpses=3, glimpse_hidden=16, location_hidden=16,
                     glimpse_features=32, core_hidden=32, location_std=0.15)
@@ -284,9 +294,38 @@ def test_elastic_displacement_is_a_smooth_field_of_the_asked_size_that_moves_the
         apply_overrides(TrainConfig(), ["elastic_pixels=-1"])
 
 
+def test_shift_moves_each_image_within_bounds_and_keeps_its_pixels() -> None:
+    images = np.zeros((64, 1, 28, 28), dtype=np.float32)
+    images[:, 0, 12:16, 12:16] = 1.0  # a 4×4 square 12 px from every edge: any shift ≤ 3 keeps it whole
+    moved = shift(images, np.random.default_rng(0), 3)
+    rows = np.argwhere(moved[:, 0].any(axis=2))
+    assert moved.shape == images.shape
+    assert np.array_equal(moved.sum(axis=(1, 2, 3)), images.sum(axis=(1, 2, 3)))
+    assert rows[:, 1].min() >= 9 and rows[:, 1].max() <= 18
+    assert len({m.tobytes() for m in moved}) > 1
+
+
+def test_each_augmentation_draws_from_its_own_stream() -> None:
+    """The batch of (step, rank) is shifted with the "shift" stream, then turned and scaled with the "affine" one and
+    distorted with the "elastic" one: switching one on leaves the others' draws as they were."""
+    images = np.random.default_rng(0).random((6, 1, 28, 28), dtype=np.float32)
+    cpu, step, rank = torch.device("cpu"), 11, 1
+    config = TrainConfig(seed=5, max_shift=2, max_rotation=15, max_scale=0.1, elastic_pixels=1.0)
+    shifted = shift(images, numpy_stream(5, step, rank, "shift"), 2)
+    field = elastic_displacement(torch.Size([6, 1, 28, 28]), 1.0, config.elastic_spacing,
+                                 torch_generator(5, step, rank, "elastic", cpu), cpu)
+    expected = random_affine(torch.from_numpy(shifted), 15, 0.1, torch_generator(5, step, rank, "affine", cpu), field)
+    torch.testing.assert_close(augment_batch(images, config, step, rank, cpu), expected, atol=0, rtol=0)
+    without_shift = dataclasses.replace(config, max_shift=0)
+    expected = random_affine(torch.from_numpy(images), 15, 0.1, torch_generator(5, step, rank, "affine", cpu), field)
+    torch.testing.assert_close(augment_batch(images, without_shift, step, rank, cpu), expected, atol=0, rtol=0)
+    shifted_only = dataclasses.replace(config, max_rotation=0, max_scale=0, elastic_pixels=0)
+    np.testing.assert_array_equal(augment_batch(images, shifted_only, step, rank, cpu).numpy(), shifted)
+
+
 def test_augmented_run_resumes_bit_for_bit_and_differs_from_a_plain_one(data_root: Path, tmp_path: Path) -> None:
     common = ["--preset", "mnist", *tiny_run(data_root, "eval_every=4", "checkpoint_every=4", "steps=6")]
-    augmented = [*common, "max_rotation=15", "max_scale=0.1", "elastic_pixels=1.0"]
+    augmented = [*common, "max_shift=2", "max_rotation=15", "max_scale=0.1", "elastic_pixels=1.0"]
     whole = parameters_after(["train", "--out", str(tmp_path / "whole"), *augmented])
     assert main(["train", "--out", str(tmp_path / "split"), *augmented, "--stop-at", "3"]) == 0
     resumed = parameters_after(["train", "--out", str(tmp_path / "split"), "--resume", "--no-progress"])
@@ -322,28 +361,21 @@ def test_schedule_legs_set_the_learning_rate_of_their_steps() -> None:
         TrainConfig(schedule_legs=[[30, 30], [10, 20]])
 
 
-def test_changing_sigma_on_resume_is_replayed_from_scratch_by_its_sigma_legs(data_root: Path, tmp_path: Path,
-                                                                           capsys) -> None:
-    common = tiny_run(data_root, "eval_every=3", "checkpoint_every=3", "steps=6", "model.location_std=0.2")
-    changed = tmp_path / "changed"
-    assert main(["train", "--preset", "mnist", "--out", str(changed), *common, "--stop-at", "3"]) == 0
-    resumed = parameters_after(["train", "--out", str(changed), "--resume", "--no-progress", "model.location_std=0.05"])
-    config = json.loads((changed / "config.json").read_text())
-    assert (config["location_std_legs"], config["model"]["location_std"]) == ([[3, 0.2]], 0.05)
-    records = [json.loads(line) for line in (changed / "log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["sigma"]) for r in records if "sigma" in r] == [(2, 0.2), (4, 0.05), (6, 0.05)]
-    replayed = parameters_after(["train", "--preset", "mnist", "--out", str(tmp_path / "replayed"), *common,
-                                 "model.location_std=0.05", "location_std_legs=[[3, 0.2]]"])
-    assert all(torch.equal(resumed[name], replayed[name]) for name in resumed)
-    constant = parameters_after(["train", "--preset", "mnist", "--out", str(tmp_path / "constant"), *common])
-    assert not all(torch.equal(resumed[name], constant[name]) for name in resumed)  # the new σ did change the run
-    annealed = tmp_path / "annealed"
-    assert main(["train", "--preset", "mnist", "--out", str(annealed), *common, "location_std_final=0.1",
-                 "--stop-at", "3"]) == 0
-    assert main(["train", "--out", str(annealed), "--resume", "--no-progress", "model.location_std=0.05"]) == 2
-    assert "cannot change model.location_std when resuming a run whose σ anneals" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="location_std_legs must be"):
-        TrainConfig(location_std_legs=[[5, 0.1], [3, 0.2]])
+def test_configurations_of_earlier_runs_still_load_unless_they_used_a_retired_setting() -> None:
+    """Earlier checkpoints carry mc_samples, location_std_final and location_std_legs at their unused values."""
+    earlier = {**TrainConfig(steps=7).to_dict(), "mc_samples": 1, "location_std_final": None, "location_std_legs": []}
+    assert TrainConfig.from_dict(earlier) == TrainConfig(steps=7)
+    with pytest.raises(ValueError, match="this run used location_std_legs, a setting ram-train no longer has"):
+        TrainConfig.from_dict({**earlier, "location_std_legs": [[3, 0.2]]})
+    with pytest.raises(ValueError, match="unknown setting 'mc_samples'"):
+        apply_overrides(TrainConfig(), ["mc_samples=2"])
+
+
+@pytest.mark.parametrize("name", sorted(bundled_models()))
+def test_the_bundled_models_training_configurations_still_load(name: str) -> None:
+    info = load_model(name).info
+    config = TrainConfig.from_dict({**info.training["config"], "model": info.training["model"]})
+    assert (config.task, config.model.num_glimpses) == (info.dataset, info.num_glimpses)
 
 
 def test_train_refuses_to_overwrite_a_run(data_root: Path, tmp_path: Path, capsys) -> None:
@@ -352,12 +384,13 @@ def test_train_refuses_to_overwrite_a_run(data_root: Path, tmp_path: Path, capsy
     assert "pass --resume" in capsys.readouterr().err
 
 
-def test_resume_refuses_to_change_the_model(data_root: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("change", ["model.core_hidden=32", "model.location_std=0.05"])
+def test_resume_refuses_to_change_the_model(data_root: Path, tmp_path: Path, capsys, change: str) -> None:
     argv = ["train", "--preset", "mnist", "--out", str(tmp_path), "--no-progress", f"data_root={data_root}",
             "steps=1", "batch_size=16", "eval_images=16", "model.core_hidden=16", "threads=1"]
     assert main(argv) == 0
-    assert main(["train", "--out", str(tmp_path), "--resume", "--no-progress", "model.core_hidden=32"]) == 2
-    assert "cannot change model.core_hidden" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path), "--resume", "--no-progress", change]) == 2
+    assert f"cannot change {change.partition('=')[0]} when resuming" in capsys.readouterr().err
 
 
 def test_unknown_override_is_refused() -> None:
@@ -374,9 +407,10 @@ def test_missing_data_says_how_to_get_it(tmp_path: Path, capsys) -> None:
 def test_torchrun_data_parallel_run_trains_and_checkpoints(data_root: Path, tmp_path: Path) -> None:
     """Two gloo processes on the CPU (torchrun): the run completes, rank 0 checkpoints and logs every step once."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    argv = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "training.train", "train", "--preset", "mnist",
-            "--out", str(tmp_path), "--device", "cpu", "--no-progress", f"data_root={data_root}", "steps=6",
-            "batch_size=16", "eval_images=32", "eval_every=3", "checkpoint_every=3", "log_every=1", "model.core_hidden=16", "threads=1"]
+    argv = [str(torchrun), "--standalone", "--nproc-per-node=2", "-m", "ram_infer.training", "train", "--preset",
+            "mnist", "--out", str(tmp_path), "--device", "cpu", "--no-progress", f"data_root={data_root}", "steps=6",
+            "batch_size=16", "eval_images=32", "eval_every=3", "checkpoint_every=3", "log_every=1",
+            "model.core_hidden=16", "threads=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-2000:]

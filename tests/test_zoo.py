@@ -11,6 +11,7 @@ import pytest
 from ram_infer import load_model
 from ram_infer.cli import main
 from ram_infer.engine import bundled_models
+
 from conftest import sample_for
 
 EXAMPLES = Path(__file__).parent.parent / "examples"

@@ -1,4 +1,5 @@
-"""Configuration of a RAM model and of its training run: dataclasses with the paper's defaults, and --key=value overrides."""
+"""Configuration of a RAM model and of its training run: dataclasses with the paper's defaults, and key=value
+overrides."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class ModelConfig:
     core_hidden: int = 256  # size of h_t
     core: str = "rnn"  # "rnn" (the paper's ReLU RNN) or "lstm"
     location_std: float = 0.17  # σ of the Gaussian location policy during training
-    initial_location: tuple[float, float] = (0.0, 0.0)  # l_0: the first glimpse's centre, fixed so inference is deterministic
+    # l_0: the first glimpse's centre, fixed so inference is deterministic
+    initial_location: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         if self.core not in ("rnn", "lstm"):
@@ -56,11 +58,10 @@ class TrainConfig:
     task: str = "mnist"  # mnist, translated60, cluttered60 or cluttered100 (training/data.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 128  # images per optimiser step (per process under torchrun)
-    mc_samples: int = 1  # M: location-policy samples per image, vectorised along the batch
     steps: int = 20_000  # optimiser steps in total
     # A run lengthened on resume (``--resume steps=N``) has legs: [until, length] pairs in order, meaning the steps
-    # before ``until`` followed the learning-rate and σ schedules of a ``length``-step run, as they did before the run
-    # was lengthened; the steps after the last leg follow ``steps``. Resuming records them, so a preset can replay such
+    # before ``until`` followed the learning-rate schedule of a ``length``-step run, as they did before the run was
+    # lengthened; the steps after the last leg follow ``steps``. Resuming records them, so a preset can replay such
     # a run from scratch in one command (schedule_length).
     schedule_legs: list[list[int]] = field(default_factory=list)
     learning_rate: float = 1e-3  # Adam
@@ -73,11 +74,6 @@ class TrainConfig:
     reinforce_to_core: float = 0.0
     baseline_weight: float = 1.0  # weight of the baseline MSE
     aux_weight: float = 0.1  # weight of the per-step classification loss (anytime prediction / early exit)
-    location_std_final: float | None = None  # if set, σ anneals linearly from model.location_std to this
-    # A run whose σ changed on resume (``--resume model.location_std=σ``) has σ legs: [until, σ] pairs in order,
-    # meaning the steps before ``until`` (and after the previous leg) sampled locations with that σ; the steps after
-    # the last leg use model.location_std. Like schedule_legs, a preset replays them from scratch.
-    location_std_legs: list[list[float]] = field(default_factory=list)
     max_shift: int = 0  # augmentation: training images move by up to this many pixels per axis
     # augmentation: each training image turns by a uniform angle in ±max_rotation degrees and scales by a uniform
     # factor in 1 ± max_scale about its centre (bilinear, zero fill), after any shift
@@ -118,15 +114,11 @@ class TrainConfig:
                              f"{self.elastic_spacing}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        self.location_std_legs = _checked_legs("location_std_legs", self.location_std_legs, float,
-                                               "[until, σ] pairs of positive steps with increasing 'until' and σ > 0")
-        if self.location_std_legs and self.location_std_final is not None:
-            raise ValueError("location_std_legs need a constant σ: location_std_final must be null")
-        self.schedule_legs = _checked_legs("schedule_legs", self.schedule_legs, int,
-                                           "[until, length] pairs of positive steps with increasing 'until'")
+        self.schedule_legs = _checked_schedule_legs(self.schedule_legs)
 
     def schedule_length(self, step: int) -> int:
-        """The run length whose schedules step ``step`` follows: its leg's (schedule_legs), else ``steps``."""
+        """The run length whose learning-rate schedule step ``step`` follows: its leg's (schedule_legs), else
+        ``steps``."""
         for until, length in self.schedule_legs:
             if step < until:
                 return length
@@ -144,22 +136,47 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        values = dict(values)
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The configuration saved by ``to_dict`` (a checkpoint's, config.json's), also by an earlier ram-train.
+
+        Raises:
+            ValueError: the run used a setting this version no longer has (RETIRED_SETTINGS).
+        """
+        values = _without_retired_settings(values)
         model = ModelConfig(**values.pop("model", {}))
         return cls(model=model, **values)
 
 
-def _checked_legs(name: str, legs: list[list[Any]], cast: type, expected: str) -> list[list[Any]]:
-    """Legs ([until, value] pairs) as ``[int, cast]``, checked: steps ``until`` positive and increasing, values > 0.
+# Settings that earlier versions wrote into every checkpoint and config.json, with the value that left them unused;
+# a run that left them so still loads, resumes and ships. None of the shipped models' runs used them.
+RETIRED_SETTINGS = {"mc_samples": 1, "location_std_final": None, "location_std_legs": []}
+
+
+def _without_retired_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the retired settings, which must hold their unused value.
 
     Raises:
-        ValueError: ``name must be <expected>, got …``.
+        ValueError: a retired setting was used: this version cannot replay that run.
     """
-    legs = [[int(until), cast(value)] for until, value in legs]
+    values = dict(values)
+    for name, unused in RETIRED_SETTINGS.items():
+        if name in values and values.pop(name) != unused:
+            raise ValueError(f"this run used {name}, a setting ram-train no longer has: "
+                             "an earlier version of ram-infer is needed to go on with it")
+    return values
+
+
+def _checked_schedule_legs(legs: list[list[Any]]) -> list[list[int]]:
+    """schedule_legs as ``[int, int]`` pairs, checked: steps ``until`` positive and increasing, lengths positive.
+
+    Raises:
+        ValueError: ``schedule_legs must be …, got …``.
+    """
+    legs = [[int(until), int(length)] for until, length in legs]
     untils = [until for until, _ in legs]
-    if any(until < 1 or value <= 0 for until, value in legs) or untils != sorted(set(untils)):
-        raise ValueError(f"{name} must be {expected}, got {legs}")
+    if any(until < 1 or length < 1 for until, length in legs) or untils != sorted(set(untils)):
+        raise ValueError(f"schedule_legs must be [until, length] pairs of positive steps with increasing 'until', "
+                         f"got {legs}")
     return legs
 
 

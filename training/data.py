@@ -4,11 +4,13 @@ The four tasks of Mnih et al. (2014), as canvas side and number of clutter piece
 ``mnist`` (28, 0), ``translated60`` (60, 0), ``cluttered60`` (60, 4) and ``cluttered100`` (100, 8). A digit lands at
 a uniformly random position fully inside a zero canvas; each clutter piece is an 8×8 crop, taken at a uniformly
 random position of another random digit of the same split (so some pieces are blank border), pasted at a
-uniformly random position fully inside the canvas. Pieces are combined with the canvas by ``np.maximum``: clutter can brighten the digit's pixels but never
-erase them, so the label stays readable however the pieces fall, and values stay in ``[0, 1]``.
+uniformly random position fully inside the canvas. Pieces are combined with the canvas by ``np.maximum``: clutter can
+brighten the digit's pixels but never erase them, so the label stays readable however the pieces fall, and values
+stay in ``[0, 1]``.
 
-Randomness is explicit: ``TrainStream.batch(step)`` is a pure function of ``(seed, step, rank)``, so training
-resumes bit for bit and data-parallel ranks see disjoint digits; ``fixed_split`` draws the validation and test sets
+Randomness is explicit: ``TrainStream.batch(step)`` is a pure function of ``(seed, step, rank)`` (its placements
+come from the run's "placement" stream, training/streams.py), so training resumes bit for bit and data-parallel ranks
+see disjoint digits; ``fixed_split`` draws the validation and test sets
 from the constant seeds ``SPLIT_SEEDS`` (valid 2013, test 2014), identical on every machine.
 """
 
@@ -24,6 +26,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .streams import numpy_stream
 
 DATA_ENV_VAR = "RAM_INFER_DATA"
 DEFAULT_ROOT = Path("data/mnist")
@@ -315,25 +319,6 @@ def _paste_max(canvas: np.ndarray, patches: np.ndarray, top: np.ndarray, left: n
     canvas[batch, rows, cols] = np.maximum(canvas[batch, rows, cols], patches)
 
 
-def shift(images: np.ndarray, rng: np.random.Generator, max_shift: int) -> np.ndarray:
-    """Moves each image by a uniform random offset in ``[-max_shift, max_shift]`` per axis; vacated pixels are 0.
-
-    Args:
-        images (ndarray[B, 1, H, W], float32): the batch.
-        rng: the source of the offsets.
-        max_shift: the largest move in pixels.
-
-    Returns:
-        ndarray[B, 1, H, W], float32.
-    """
-    batch, _, height, width = images.shape
-    padded = np.pad(images[:, 0], ((0, 0), (max_shift, max_shift), (max_shift, max_shift)))  # (B, H + 2m, W + 2m)
-    top = rng.integers(0, 2 * max_shift + 1, size=batch)  # (B,)
-    left = rng.integers(0, 2 * max_shift + 1, size=batch)  # (B,)
-    rows, cols = _window(top, left, height, width)
-    return padded[np.arange(batch)[:, None, None], rows, cols][:, None]  # (B, 1, H, W)
-
-
 def _window(top: np.ndarray, left: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Row and column indices (ndarray[B, height, 1], ndarray[B, 1, width]) of each image's window."""
     rows = top[:, None, None] + np.arange(height)[None, :, None]  # (B, height, 1)
@@ -401,8 +386,9 @@ class TrainStream:
     Epoch ``e = step // steps_per_epoch`` visits the training digits in the order
     ``default_rng([seed, e]).permutation(N)``; its batch ``i`` is the slice ``[i·B·W, (i+1)·B·W)`` of that order,
     of which rank ``r`` takes the ``r``-th run of ``B``, so the W ranks of a data-parallel run see disjoint digits.
-    Positions and clutter come from ``default_rng([seed, step, rank, 1])``, clutter from other training digits.
-    The last ``N mod (B·W)`` digits of each epoch's order are skipped.
+    Positions and clutter come from the run's "placement" stream (training/streams.py), clutter from other training
+    digits. Augmentation is not the stream's business: training/augment.py applies it to the batches. The last
+    ``N mod (B·W)`` digits of each epoch's order are skipped.
 
     Attributes:
         task: the task's canvas and clutter.
@@ -419,7 +405,6 @@ class TrainStream:
         world_size: int = 1,
         *,
         source: tuple[np.ndarray, np.ndarray] | None = None,
-        max_shift: int = 0,
     ) -> None:
         """Sets up the stream.
 
@@ -432,18 +417,16 @@ class TrainStream:
             world_size: W, number of data-parallel processes.
             source: ``(images (ndarray[N, h, w], float32), labels (ndarray[N], int64))`` to use instead of the
                 MNIST training split (for tests).
-            max_shift: augmentation: every image moves by up to this many pixels along each axis (zero fill).
 
         Raises:
             ValueError: unknown task, negative seed, bad batch_size/rank/world_size, or fewer than B·W digits.
         """
         self.task = _get_task(task_name)
-        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size or max_shift < 0:
+        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size:
             raise ValueError(
-                "TrainStream needs seed >= 0, batch_size >= 1, 0 <= rank < world_size and max_shift >= 0, got "
-                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}, max_shift={max_shift}"
+                "TrainStream needs seed >= 0, batch_size >= 1 and 0 <= rank < world_size, got "
+                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}"
             )
-        self._max_shift = max_shift
         self._digits, self._labels = load_mnist(root)["train"] if source is None else source
         if len(self._labels) != len(self._digits):
             raise ValueError(f"source must hold one label per image, got {len(self._digits)} and {len(self._labels)}")
@@ -491,10 +474,8 @@ class TrainStream:
             ValueError: negative step.
         """
         indices = self.indices(step)  # (B,)
-        rng = np.random.default_rng([self._seed, step, self._rank, 1])
+        rng = numpy_stream(self._seed, step, self._rank, "placement")
         images = compose(self._digits[indices], self._digits, self.task, rng, digit_indices=indices)
-        if self._max_shift:
-            images = shift(images, rng, self._max_shift)
         return images, np.asarray(self._labels[indices], dtype=np.int64)
 
 

@@ -13,11 +13,12 @@ which all read the step model's one set of weights, so the file is barely larger
 The sensor in standard operators follows csrc/sensor.h exactly. The image is padded once per episode with zeros
 wide enough for the largest patch, so pixels outside the image read as 0 and no index needs clamping. For scale i
 (block side b = sⁱ, patch side g·b): the centre pixel is computed in float64 like ``centre_pixel``; the patch is one
-``Gather`` of flat indices on the padded image; blocks are summed in float64 and divided by b². The C++ sensor also sums in float64, and a float64 sum of at most
-b² float32 pixels of [0, 1] images is exact in any order, so both give the same float32 glimpse, bit for bit; the
-whole episode then matches the stepwise runtime to the last bit or close to it (tests/test_episode.py).
+``Gather`` of flat indices on the padded image; blocks are summed in float64 and divided by b². The C++ sensor also
+sums in float64, and a float64 sum of at most b² float32 pixels of [0, 1] images is exact in any order, so both give
+the same float32 glimpse, bit for bit; the whole episode then matches the stepwise runtime to the last bit or close to
+it (tests/test_episode.py).
 
-    python -m training.episode STEP.onnx OUT.onnx   (or: ram-train episode STEP.onnx OUT.onnx)
+    ram-train episode STEP.onnx OUT.onnx
 
 writes the episode model and ``OUT.json``, its ``ram.*`` metadata as plain JSON for runtimes (onnxruntime-web) that
 do not expose ONNX metadata.
@@ -28,14 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from ram_infer.metadata import EPISODE_GRAPH, GRAPH_KEY, PREFIX, STEP_INPUTS, STEP_OUTPUTS, ModelInfo, SensorSpec
+from ram_infer.engine import load_model, resolve_model
+from ram_infer.metadata import EPISODE_GRAPH, GRAPH_KEY, PREFIX, STEP_OUTPUTS, ModelInfo, SensorSpec
+
+from .data import fixed_split
 
 EPISODE_INPUT = "image"
 EPISODE_OUTPUTS = ("logits", "locations")
@@ -43,8 +48,11 @@ DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-5  # the issue's bound on logits and locations; labels must be identical
 
 
-class _Builder:
-    """Collects nodes and constants of a graph under construction; every op returns its (unique) output name."""
+class GraphBuilder:
+    """Collects nodes and constants of a graph under construction; every op returns its (unique) output name.
+
+    Public, with copy_step, for benchmarks/bench_engine.py, which chains the step network's copies without a sensor.
+    """
 
     def __init__(self, reserved: Sequence[str] = ()) -> None:
         """``reserved``: names already taken (the step model's weights), which ``fresh`` must not hand out."""
@@ -76,7 +84,7 @@ class _Builder:
         return output
 
 
-def _centre_pixels(b: _Builder, location: str, height: int, width: int, scope: str) -> tuple[str, str]:
+def _centre_pixels(b: GraphBuilder, location: str, height: int, width: int, scope: str) -> tuple[str, str]:
     """``centre_pixel`` of csrc/sensor.h for both coordinates of the locations [N, 2], in float64: (cx, cy) as
     int64 [N, 1] each."""
     l = b.op("Cast", [location], f"{scope}/l64", to=TensorProto.DOUBLE)
@@ -94,7 +102,7 @@ def _centre_pixels(b: _Builder, location: str, height: int, width: int, scope: s
                  for axis, name in ((0, "cx"), (1, "cy")))
 
 
-def _glimpse(b: _Builder, image: "_Image", location: str, spec: SensorSpec, scope: str) -> str:
+def _glimpse(b: GraphBuilder, image: _Image, location: str, spec: SensorSpec, scope: str) -> str:
     """ρ(x, l) [N, k, C, g, g] float32, from the padded flat float64 image (``_Image``) and the locations [N, 2]."""
     g, C = spec.glimpse_size, image.channels
     cx, cy = _centre_pixels(b, location, image.height, image.width, scope)  # [N, 1] each
@@ -132,7 +140,7 @@ class _Image:
     every patch lies inside and the pixels outside the image read as 0 with no clamping or masking), flattened to
     [N·C·Hp·Wp], and the flat offset of each (n, c) plane [N, C, 1, 1]."""
 
-    def __init__(self, b: _Builder, image: str, channels: int, height: int, width: int, largest_side: int):
+    def __init__(self, b: GraphBuilder, image: str, channels: int, height: int, width: int, largest_side: int):
         self.channels, self.height, self.width = channels, height, width
         # Rows of a patch of side S around centre row cy ∈ [0, H-1] span [cy - S//2, cy - S//2 + S): at most S//2
         # before the image and ceil(S/2) - 1 after it.
@@ -165,7 +173,7 @@ def build_sensor_model(spec: SensorSpec, channels: int, height: int, width: int,
     """The glimpse sensor ρ alone in standard ONNX: ``image`` [batch, C, H, W], ``location`` [batch, 2] →
     ``glimpse`` [batch, k, C, g, g], the same floats as ``ram_infer.extract_glimpses`` (for a step loop in a runtime
     without our extension, and to test the episode's sensor on its own)."""
-    b = _Builder()
+    b = GraphBuilder()
     image = _Image(b, EPISODE_INPUT, channels, height, width, _largest_side(spec))
     rho = _glimpse(b, image, "location", spec, "sensor")
     b.nodes.append(helper.make_node("Identity", [rho], ["glimpse"], name="sensor/output"))
@@ -186,7 +194,7 @@ def build_sensor_model(spec: SensorSpec, channels: int, height: int, width: int,
     return model
 
 
-def _copy_step(b: _Builder, step: onnx.GraphProto, feeds: dict[str, str], scope: str) -> dict[str, str]:
+def copy_step(b: GraphBuilder, step: onnx.GraphProto, feeds: dict[str, str], scope: str) -> dict[str, str]:
     """Appends the step network's nodes with their tensors renamed into ``scope``; weights keep their names.
 
     Returns the names of the step outputs in this copy.
@@ -231,7 +239,7 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
     info.check_graph(_ports(step.input), _ports(step.output), "step model")
     shape = info.input
     T, S = info.num_glimpses, info.state_size
-    b = _Builder(reserved=[t.name for t in step.initializer])
+    b = GraphBuilder(reserved=[t.name for t in step.initializer])
     image = _Image(b, EPISODE_INPUT, shape.channels, shape.height, shape.width, _largest_side(info.sensor))
 
     batch_1d = b.op("Unsqueeze", [image.batch, b.const("axis0", np.array([0], np.int64))], "episode/batch")
@@ -245,7 +253,7 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
     for t in range(T):
         visited.append(b.op("Unsqueeze", [location, b.const("axis1", np.array([1], np.int64))], f"step{t}/visited"))
         rho = _glimpse(b, image, location, info.sensor, f"step{t}/sensor")
-        outputs = _copy_step(b, step, {"glimpse": rho, "location": location, "state": state}, f"step{t}")
+        outputs = copy_step(b, step, {"glimpse": rho, "location": location, "state": state}, f"step{t}")
         state, location, logits = outputs["state_next"], outputs["location_next"], outputs["logits"]
     b.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="episode/logits"))
     if T > 1:
@@ -279,38 +287,6 @@ def build_episode_model(step_model: onnx.ModelProto, *, opset: int = DEFAULT_OPS
     return model
 
 
-def build_unrolled_steps_model(step_model: onnx.ModelProto) -> onnx.ModelProto:
-    """The step network's T steps chained in one graph with no sensor: step t reads its own input ``glimpse_t``.
-
-    Not a RAM model (its glimpses do not follow its locations): it measures what the step network alone costs in
-    one ONNX Runtime call, the floor of any runtime that runs these T steps (benchmarks/bench_engine.py). Each step
-    needs its own glimpse input: with one shared input, ONNX Runtime's common-subexpression elimination computes
-    the glimpse network once for all steps and the graph measures less than an episode costs. Inputs are
-    ``glimpse_0`` … ``glimpse_{T-1}``, ``location`` and ``state``; the output is the last step's ``logits``.
-    """
-    step = step_model.graph
-    T = ModelInfo.from_metadata_props(metadata_map(step_model), "step model").num_glimpses
-    glimpses = [f"glimpse_{t}" for t in range(T)]
-    b = _Builder(reserved=[t.name for t in step.initializer] + list(STEP_INPUTS) + glimpses)
-    outputs = {"state_next": "state", "location_next": "location"}
-    for t in range(T):
-        outputs = _copy_step(b, step, {"glimpse": glimpses[t], "location": outputs["location_next"],
-                                       "state": outputs["state_next"]}, f"step{t}")
-    b.nodes.append(helper.make_node("Identity", [outputs["logits"]], ["logits"], name="steps/logits"))
-    glimpse_input = next(v for v in step.input if v.name == "glimpse")
-    inputs = [onnx.ValueInfoProto() for _ in glimpses]
-    for value, name in zip(inputs, glimpses):
-        value.CopyFrom(glimpse_input)
-        value.name = name
-    logits = next(v for v in step.output if v.name == "logits")
-    graph = helper.make_graph(b.nodes, "ram_unrolled_steps",
-                              inputs + [v for v in step.input if v.name != "glimpse"], [logits],
-                              initializer=list(step.initializer))
-    model = helper.make_model(graph, opset_imports=list(step_model.opset_import))
-    model.ir_version = step_model.ir_version
-    return model
-
-
 def _ports(values) -> list[tuple[str, list]]:
     """(name, shape) of graph inputs or outputs, a symbolic dimension as its name (as ONNX Runtime reports it)."""
     return [
@@ -336,10 +312,6 @@ def episode_parity(step_path: str | os.PathLike, episode: onnx.ModelProto, image
     Returns:
         ``{"images", "labels_differ", "max_abs_diff": {"logits", "locations"}}``.
     """
-    import onnxruntime as ort
-
-    from ram_infer.engine import load_model
-
     stepwise = load_model(step_path, threads=1).predict(images)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -385,17 +357,8 @@ def export_episode(
     return episode_path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("step_model", help="a step model (.onnx) or a bundled model's name")
-    parser.add_argument("output", help="the episode model to write (.onnx); its metadata also goes to OUT.json")
-    parser.add_argument("--test-set", metavar="DATA", default=None,
-                        help="MNIST directory: measure parity with the stepwise runtime on the model's full test set")
-
-
 def command_episode(args: argparse.Namespace) -> int:
-    from ram_infer.engine import resolve_model
-    from training.data import fixed_split
-
+    """``ram-train episode STEP OUT.onnx [--test-set DATA]``: prints what it wrote and its parity as one JSON line."""
     step_path = resolve_model(args.step_model)
     test_images = None
     if args.test_set is not None:
@@ -405,22 +368,3 @@ def command_episode(args: argparse.Namespace) -> int:
     parity = sidecar(onnx.load(str(path))).get("episode_parity")
     print(json.dumps({"output": str(path), "bytes": path.stat().st_size, "parity": parity}))
     return 0
-
-
-def add_command(commands) -> None:
-    """Adds the ``episode`` sub-command to ram-train's parser."""
-    parser = commands.add_parser("episode", help="export a step model as one full-episode ONNX graph (edge runtimes)",
-                                 description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.set_defaults(handler=command_episode)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.episode STEP.onnx OUT.onnx [--test-set DATA]``."""
-    parser = argparse.ArgumentParser(prog="python -m training.episode", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return command_episode(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,18 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+import matplotlib
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from ram_infer import load_model
 from ram_infer.metadata import SensorSpec
 from ram_infer.sensor import centre_pixel
-from training.data import DIGIT_SIDE, TASKS, fixed_split
-from training.export import load_checkpoint
-from training.model import RecurrentAttention
+
+from .data import DIGIT_SIDE, TASKS, fixed_split
+from .export import load_checkpoint
+from .model import RecurrentAttention
+from .run_files import LOG
 
 EARLY_EXIT_THRESHOLDS = (0.9, 0.99, 0.999)
 
@@ -117,18 +123,14 @@ def plot_traces(
         sensor: the model's (g, k, s), for the box sizes.
         path: the PNG to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
-
     height, width = images.shape[2:]
     num_glimpses = locations.shape[1]
     columns = min(len(images), 4)
     rows = -(-len(images) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
-    colours = plt.cm.viridis(np.linspace(0, 1, num_glimpses))
+    # A Figure of its own, not pyplot's: no backend to switch and no global figure state in the caller's session.
+    figure = Figure(figsize=(3 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, num_glimpses))
     for ax, image, path_t, label, answer in zip(axes.flat, images, locations, labels, answers):
         ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
         centres = np.stack([centre_pixel(path_t[:, 0], width), centre_pixel(path_t[:, 1], height)], 1)  # (T, 2)
@@ -147,7 +149,6 @@ def plot_traces(
         ax.axis("off")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def plot_curve(log_path: str | Path, path: str | Path, *, marks: Mapping[str, float] | None = None,
@@ -164,11 +165,6 @@ def plot_curve(log_path: str | Path, path: str | Path, *, marks: Mapping[str, fl
     Raises:
         ValueError: the log has no training records.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line]
     train = [r for r in records if "reward" in r]
     valid = [r for r in records if "valid_error" in r]
@@ -178,7 +174,8 @@ def plot_curve(log_path: str | Path, path: str | Path, *, marks: Mapping[str, fl
     sums = np.cumsum(np.concatenate([[0.0], batch_error]))  # (records + 1,)
     starts = np.maximum(np.arange(1, len(train) + 1) - window, 0)  # (records,)
     running = (sums[1:] - sums[starts]) / (np.arange(1, len(train) + 1) - starts)  # (records,)
-    figure, ax = plt.subplots(figsize=(6, 3.6))
+    figure = Figure(figsize=(6, 3.6))
+    ax = figure.subplots()
     ax.plot([r["elapsed_s"] / 60 for r in train], running, alpha=0.6,
             label=f"training error (sampled policy, mean of {window} logs)")
     ax.plot([r["elapsed_s"] / 60 for r in valid], [100 * r["valid_error"] for r in valid], "o-", markersize=3,
@@ -192,7 +189,6 @@ def plot_curve(log_path: str | Path, path: str | Path, *, marks: Mapping[str, fl
     ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def evaluate_onnx(
@@ -260,6 +256,8 @@ def on_canvas(task: str) -> bool:
 
 
 def command_eval(args: argparse.Namespace) -> int:
+    """``ram-train eval MODEL``: the error of a checkpoint (torch) or an exported model (the runtime), as one JSON
+    line; optionally the glimpse paths and the learning curve as pictures."""
     path = Path(args.model)
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be at least 1 image, got {args.limit}")
@@ -290,29 +288,9 @@ def command_eval(args: argparse.Namespace) -> int:
             first = slice(args.trace_images)
             plot_traces(images[first], labels[first], answers[first, -1], locations[first], sensor, args.trace)
         if args.curve:
-            plot_curve(path.parent / "log.jsonl", args.curve)
+            plot_curve(path.parent / LOG, args.curve)
             result["curve"] = args.curve
     if args.trace:
         result["trace"] = args.trace
     print(json.dumps(result))
     return 0
-
-
-def add_commands(commands: Any) -> None:
-    """Adds the ``eval`` and ``card`` sub-commands to ram-train's parser."""
-    from training import card  # imports this module, so it is imported here
-
-    parser = commands.add_parser("eval", help="test error with the mean policy (checkpoint or exported model)",
-                                 description="Test error of the mean policy after 1 … T glimpses: of a checkpoint "
-                                             "through torch, or of an exported .onnx through the runtime "
-                                             "(which adds early exit).")
-    parser.add_argument("model", help="checkpoint.pt or best.pt of a run, or an exported .onnx model")
-    parser.add_argument("--split", default="test", choices=("test", "valid"))
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images of the split")
-    parser.add_argument("--data-root", default=None, help="MNIST directory (default: the run's, or $RAM_INFER_DATA)")
-    parser.add_argument("--trace", metavar="OUT.png", help="draw the glimpse paths of the first images")
-    parser.add_argument("--trace-images", type=int, default=8)
-    parser.add_argument("--curve", metavar="OUT.png",
-                        help="plot the run's learning curve from the log.jsonl beside the checkpoint")
-    parser.set_defaults(handler=command_eval)
-    card.add_command(commands)

@@ -1,6 +1,6 @@
 """ONNX export of the RAM step network (f_g, f_h, the mean of f_l, f_a) with its ``ram.*`` metadata, and a parity check.
 
-The exported graph is one step of the recurrence (DESIGN.md, "ONNX step network contract"):
+The exported graph is one step of the recurrence (docs/design.md, "ONNX step network contract"):
 
 - inputs:  ``glimpse`` float32 [batch, k, C, g, g] — ρ(x, l_{t-1});  ``location`` float32 [batch, 2] — l_{t-1};
   ``state`` float32 [batch, S] — h_{t-1} (an LSTM packs [h, c]).
@@ -20,8 +20,9 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -30,8 +31,9 @@ from torch import nn
 
 from ram_infer.engine import load_model
 from ram_infer.metadata import PLACEMENTS, STEP_INPUTS, STEP_OUTPUTS, InputFormat, ModelInfo, SensorSpec
-from training.config import ModelConfig, TrainConfig
-from training.model import RecurrentAttention, glimpse
+
+from .config import ModelConfig, TrainConfig
+from .model import RecurrentAttention, glimpse
 
 DEFAULT_OPSET = 18
 PARITY_TOLERANCE = 1e-5
@@ -353,17 +355,8 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m training.export CHECKPOINT OUT.onnx [--test-error E]``: export a checkpoint."""
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=main.__doc__)
-    parser.add_argument("checkpoint")
-    parser.add_argument("output")
-    parser.add_argument("--test-error", type=float, default=None, help="measured test error in [0, 1]")
-    args = parser.parse_args(argv)
+def command_export(args: argparse.Namespace) -> int:
+    """``ram-train export CHECKPOINT OUT.onnx [--test-error E]``: prints what it wrote as one JSON line."""
     info = export_checkpoint(args.checkpoint, args.output, test_error=args.test_error)
     print(json.dumps({"output": args.output, "bytes": os.path.getsize(args.output), **info.to_metadata_props()}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

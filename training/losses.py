@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from training.model import Rollout
+from .model import Rollout
 
 
 class LossTerms(NamedTuple):

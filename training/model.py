@@ -1,4 +1,5 @@
-"""RecurrentAttention: the RAM recurrence, one step (what the ONNX step network exports) and a whole episode (rollout)."""
+"""RecurrentAttention: the RAM recurrence, one step (what the ONNX step network exports) and a whole episode
+(rollout)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 from torch import nn
 
 from ram_infer import extract_glimpses
-from training.config import ModelConfig
-from training.modules import ActionNetwork, BaselineNetwork, CoreNetwork, GlimpseNetwork, LocationNetwork
+
+from .config import ModelConfig
+from .modules import ActionNetwork, BaselineNetwork, CoreNetwork, GlimpseNetwork, LocationNetwork
 
 
 class Step(NamedTuple):

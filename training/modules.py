@@ -1,6 +1,7 @@
 """The parts of the Recurrent Attention Model (Mnih et al. 2014), one nn.Module each, named and written as in the paper.
 
-The glimpse sensor ρ has no parameters and no gradient; it is the compiled ``ram_infer.extract_glimpses`` (see model.py).
+The glimpse sensor ρ has no parameters and no gradient; it is the compiled ``ram_infer.extract_glimpses`` (see
+model.py).
 """
 
 from __future__ import annotations
@@ -56,21 +57,21 @@ class LocationNetwork(nn.Module):
     """f_l: μ_t = tanh(W·h_t); training samples l_t ~ N(μ_t, σ²), inference uses μ_t.
 
     By default h_t is detached: the REINFORCE gradient trains this network only, while the core and glimpse networks
-    learn from the classification loss (tests/test_training.py checks it). ``core_gradient`` > 0 lets that fraction
-    of it reach them, so the core learns to carry what the policy needs, where the digit is, and not only what the
-    classifier needs: on cluttered100 0.1 of it took the glimpses onto the digit, while all of it (1, the paper's
-    single gradient for θ) drove the policy into a corner.
+    learn from the classification loss (tests/test_training.py checks it). ``reinforce_to_core`` > 0 (the setting of
+    the same name in TrainConfig) lets that fraction of it reach them, so the core learns to carry what the policy
+    needs, where the digit is, and not only what the classifier needs: on cluttered100 0.1 of it took the glimpses
+    onto the digit, while all of it (1, the paper's single gradient for θ) drove the policy into a corner.
     """
 
-    def __init__(self, hidden: int, core_gradient: float = 0.0):
+    def __init__(self, hidden: int, reinforce_to_core: float = 0.0):
         super().__init__()
         self.mean = nn.Linear(hidden, 2)
-        self.core_gradient = core_gradient
+        self.reinforce_to_core = reinforce_to_core
 
     def forward(self, h_t: torch.Tensor) -> torch.Tensor:
         held = h_t.detach()
-        if self.core_gradient:  # the same value, with the gradient into h_t scaled by core_gradient
-            held = held + self.core_gradient * (h_t - held)
+        if self.reinforce_to_core:  # the same value, with the gradient into h_t scaled by reinforce_to_core
+            held = held + self.reinforce_to_core * (h_t - held)
         return torch.tanh(self.mean(held))  # (N, 2)
 
 

@@ -1,4 +1,5 @@
-"""ram-train: trains RAM on a preset with resumable checkpoints and torchrun data parallelism; evaluates and exports."""
+"""The training loop of ``ram-train train``: resumable checkpoints, validation, weight averaging and torchrun data
+parallelism."""
 
 from __future__ import annotations
 
@@ -16,20 +17,19 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
-from training.config import TrainConfig, apply_overrides
-from training.data import TrainStream, fixed_split
-from training.evaluate import errors_per_glimpse
-from training.losses import hybrid_loss
-from training.model import RecurrentAttention
-from training.presets import PRESETS, load_preset
+from .augment import augment_batch, torch_generator
+from .config import TrainConfig, apply_overrides
+from .data import TrainStream, fixed_split
+from .evaluate import errors_per_glimpse
+from .losses import hybrid_loss
+from .model import RecurrentAttention
+from .presets import PRESETS, load_preset
+from .run_files import BEST, CHECKPOINT, CONFIG, LOG
 
-CHECKPOINT = "checkpoint.pt"  # the latest state, rewritten atomically every checkpoint_every steps
-BEST = "best.pt"  # the kept weights (the model's or their average) with the lowest validation error so far
-LOG = "log.jsonl"
 # Settings that may change when a run resumes; the others define the run and come from the checkpoint.
-RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root", "ema_decay",
-                       "model.location_std"}
+RESUMABLE_OVERRIDES = {"steps", "eval_every", "checkpoint_every", "log_every", "threads", "data_root", "ema_decay"}
 
 
 def learning_rate_at(config: TrainConfig, step: int) -> float:
@@ -39,64 +39,9 @@ def learning_rate_at(config: TrainConfig, step: int) -> float:
     return config.learning_rate * factor
 
 
-def location_std_at(config: TrainConfig, step: int) -> float:
-    """σ of the location policy: that of the step's σ leg, else constant, or annealed linearly to location_std_final."""
-    for until, std in config.location_std_legs:
-        if step < until:
-            return std
-    start = config.model.location_std
-    if config.location_std_final is None:
-        return start
-    return start + (config.location_std_final - start) * min(step / max(config.schedule_length(step), 1), 1.0)
-
-
-def step_generator(
-    config: TrainConfig, step: int, rank: int, device: torch.device, stream: int = 2
-) -> torch.Generator:
-    """Randomness of one step on one rank: a function of (seed, step, rank, stream) so a resumed run is exact.
-    Stream 2 is the location noise, stream 3 the turn and scale, stream 4 the elastic distortion."""
-    seed = int(np.random.SeedSequence([config.seed, step, rank, stream]).generate_state(1, dtype=np.uint64)[0])
-    return torch.Generator(device=device).manual_seed(seed)
-
-
 def mixed_precision(precision: str, device_type: str) -> torch.autocast:
     """The autocast context of TrainConfig.precision: bfloat16 matrix products for "bfloat16", a no-op for "float32"."""
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
-
-
-def random_affine(x: torch.Tensor, max_rotation: float, max_scale: float, generator: torch.Generator,
-                  displacement: torch.Tensor | None = None) -> torch.Tensor:
-    """Each image of x (N, C, H, W) turned by a uniform angle in ±max_rotation degrees and scaled by a uniform factor in
-    1 ± max_scale about its centre, then moved pixel by pixel by ``displacement`` (N, H, W, 2) in grid_sample's
-    normalised units if given (one resampling for both); bilinear, pixels from outside the image are 0."""
-    n = x.shape[0]
-    angle = (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * math.radians(max_rotation)  # (N,)
-    scale = 1 + (torch.rand(n, generator=generator, device=x.device) * 2 - 1) * max_scale  # (N,)
-    # affine_grid maps output to input coordinates: the inverse of "scale, then turn"
-    cos, sin, zero = torch.cos(angle) / scale, torch.sin(angle) / scale, torch.zeros_like(angle)
-    theta = torch.stack([torch.stack([cos, sin, zero], 1), torch.stack([-sin, cos, zero], 1)], 1)  # (N, 2, 3)
-    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)  # (N, H, W, 2)
-    if displacement is not None:
-        grid = grid + displacement
-    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-def elastic_displacement(shape: torch.Size, pixels: float, spacing: float, generator: torch.Generator,
-                         device: torch.device) -> torch.Tensor:
-    """A smooth random displacement field per image (Simard et al. 2003's elastic distortion), (N, H, W, 2) in
-    grid_sample's normalised units: independent normal shifts of standard deviation ``pixels`` at control points
-    ``spacing`` pixels apart, interpolated bicubically in between.
-
-    Why control points rather than Simard's Gaussian-blurred per-pixel noise: the blur is a 25-tap convolution of
-    every pixel, ≈ 100 ms a batch on one CPU core, longer than the training step itself; the coarse grid takes
-    ≈ 9 ms (60×60, batch 128) and gives the same kind of field (smooth over ≈ ``spacing`` pixels).
-    """
-    n, _, height, width = shape
-    points = (math.ceil(height / spacing) + 1, math.ceil(width / spacing) + 1)
-    shifts = torch.randn(n, 2, *points, generator=generator, device=device) * pixels  # (N, 2, h, w), x then y
-    field = torch.nn.functional.interpolate(shifts, size=(height, width), mode="bicubic", align_corners=True)
-    to_grid_units = torch.tensor([2 / width, 2 / height], device=device)  # align_corners=False: a pixel is 2/side
-    return field.permute(0, 2, 3, 1) * to_grid_units  # (N, H, W, 2)
 
 
 class Trainer:
@@ -114,8 +59,7 @@ class Trainer:
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.stream = TrainStream(config.task, root=config.data_root, seed=config.seed,
-                                  batch_size=config.batch_size, rank=rank, world_size=world_size,
-                                  max_shift=config.max_shift)
+                                  batch_size=config.batch_size, rank=rank, world_size=world_size)
         self.step, self.elapsed, self.best_error = 0, 0.0, math.inf
         self._valid: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -160,31 +104,17 @@ class Trainer:
         with open(self.out_dir / LOG, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
-        """The batch of self.step turned, scaled and distorted elastically as configured, in one resampling."""
-        c = self.config
-        if not (c.max_rotation or c.max_scale or c.elastic_pixels):
-            return x
-        displacement = None
-        if c.elastic_pixels:
-            displacement = elastic_displacement(x.shape, c.elastic_pixels, c.elastic_spacing,
-                                                step_generator(c, self.step, self.rank, self.device, 4), self.device)
-        return random_affine(x, c.max_rotation, c.max_scale, step_generator(c, self.step, self.rank, self.device, 3),
-                             displacement)
-
     def train_step(self) -> dict[str, float]:
         """One optimiser step on the batch and the location noise that belong to self.step."""
         c = self.config
         images, labels = self.stream.batch(self.step)
-        x = torch.from_numpy(images).to(self.device)  # (B, C, H, W)
-        x = self.augment(x)
-        x = x.repeat(c.mc_samples, 1, 1, 1)  # (M·B, C, H, W)
-        y = torch.from_numpy(labels).to(self.device).repeat(c.mc_samples)  # (M·B,)
+        x = augment_batch(images, c, self.step, self.rank, self.device)  # (B, C, H, W)
+        y = torch.from_numpy(labels).to(self.device)  # (B,)
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(c, self.step)
-        sigma = location_std_at(c, self.step)
+        noise = torch_generator(c.seed, self.step, self.rank, "location", self.device)
         with mixed_precision(c.precision, self.device.type):
-            rollout = self.network(x, sigma, step_generator(c, self.step, self.rank, self.device))
+            rollout = self.network(x, c.model.location_std, noise)
             terms = hybrid_loss(rollout, y, reinforce_weight=c.reinforce_weight, baseline_weight=c.baseline_weight,
                                 aux_weight=c.aux_weight)
         self.optimizer.zero_grad(set_to_none=True)
@@ -195,7 +125,7 @@ class Trainer:
             self.average.update_parameters(self.model)  # the first update copies the weights
         self.step += 1
         record = {name: value.item() for name, value in terms._asdict().items()}
-        record.update(grad_norm=float(grad_norm), lr=learning_rate_at(c, self.step - 1), sigma=sigma)
+        record.update(grad_norm=float(grad_norm), lr=learning_rate_at(c, self.step - 1))
         return record
 
     def validation_error(self) -> float:
@@ -218,8 +148,6 @@ class Trainer:
         stop = c.steps if stop_at is None else min(stop_at, c.steps)
         bar = None
         if progress and self.is_main:
-            from tqdm import tqdm
-
             bar = tqdm(total=c.steps, initial=self.step, unit="step", dynamic_ncols=True, file=sys.stderr)
         window_start, window_steps, last = time.perf_counter(), 0, {}
         while self.step < stop:
@@ -231,7 +159,7 @@ class Trainer:
                 bar.update(1)
             if self.step % c.log_every == 0 or self.step == c.steps:
                 seconds = time.perf_counter() - window_start
-                images_per_s = window_steps * c.batch_size * c.mc_samples * self.world_size / max(seconds, 1e-9)
+                images_per_s = window_steps * c.batch_size * self.world_size / max(seconds, 1e-9)
                 last = {"step": self.step, "epoch": self.step / self.stream.steps_per_epoch, **record,
                         "images_per_s": images_per_s, "elapsed_s": self.elapsed}
                 if self.is_main:
@@ -278,6 +206,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) -> TrainConfig:
+    """The run's configuration: the preset with the overrides, or, on resume, the checkpoint's with the few overrides
+    a resume may make (RESUMABLE_OVERRIDES), recorded so that a replay from scratch runs the same steps."""
     if checkpoint is None:
         return apply_overrides(load_preset(args.preset), args.overrides)
     changed = {item.lstrip("-").partition("=")[0] for item in args.overrides}
@@ -290,12 +220,6 @@ def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
         if saved.ema_decay:
             raise ValueError(f"cannot change ema_decay ({saved.ema_decay}) when resuming; it may only be switched on")
         config.ema_from = checkpoint["step"]  # averaging starts here, as a replay from scratch with ema_from will
-    if config.model.location_std != saved.model.location_std:
-        if saved.location_std_final is not None:
-            raise ValueError("cannot change model.location_std when resuming a run whose σ anneals "
-                             "(location_std_final)")
-        # The steps taken so far used the old σ: they become a σ leg, so a replay from scratch samples as they did.
-        config.location_std_legs = [*saved.location_std_legs, [checkpoint["step"], saved.model.location_std]]
     config.schedule_legs = saved.legs_after_resume(checkpoint["step"], config.steps)
     return config
 
@@ -309,6 +233,7 @@ def truncate_log(path: Path, step: int) -> None:
 
 
 def command_train(args: argparse.Namespace) -> int:
+    """``ram-train train``: starts a run in ``--out`` (or resumes it), prints the final record as one JSON line."""
     out_dir = Path(args.out)
     checkpoint_path = out_dir / CHECKPOINT
     checkpoint = None
@@ -339,7 +264,7 @@ def command_train(args: argparse.Namespace) -> int:
     elif trainer.is_main:
         (out_dir / LOG).write_text("")
     if trainer.is_main:  # the run as it now stands (a resume may lengthen it)
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        (out_dir / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     try:
         last = trainer.run(progress=not args.no_progress, stop_at=args.stop_at)
     finally:
@@ -349,38 +274,3 @@ def command_train(args: argparse.Namespace) -> int:
         print(json.dumps({"step": trainer.step, "best_valid_error": trainer.best_error,
                           "elapsed_s": round(trainer.elapsed, 1), "last": last}))
     return 0
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="ram-train", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train (or resume) a model",
-                                description="Train RAM. Settings: a preset, then key=value overrides "
-                                            "(model.key=value for the model), e.g. steps=2000 model.core=lstm.")
-    train.add_argument("--preset", choices=PRESETS, help="the data set and its paper-style defaults")
-    train.add_argument("--out", required=True, help="run directory: checkpoint.pt, best.pt, log.jsonl, config.json")
-    train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
-    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--stop-at", type=int, metavar="STEP",
-                       help="checkpoint and stop at this step (resume later with --resume); the schedule is unchanged")
-    train.add_argument("overrides", nargs="*", metavar="key=value")
-    train.set_defaults(handler=command_train)
-    from training import episode, evaluate  # the eval/export commands live beside their code
-
-    evaluate.add_commands(commands)
-    episode.add_command(commands)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"ram-train: {error}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

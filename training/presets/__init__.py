@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import importlib
 
-from training.config import TrainConfig
+from ..config import TrainConfig
 
 PRESETS = ("mnist", "translated60", "cluttered60", "cluttered100")
 
@@ -18,4 +18,4 @@ def load_preset(name: str) -> TrainConfig:
     """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return copy.deepcopy(importlib.import_module(f"training.presets.{name}").CONFIG)
+    return copy.deepcopy(importlib.import_module(f".{name}", __package__).CONFIG)

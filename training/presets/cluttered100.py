@@ -1,4 +1,5 @@
-"""Preset: cluttered translated MNIST 100×100, 8 pieces of 8×8 (paper Table 2: RAM, 8 glimpses of 12×12, 4 scales, ≈8.1 %).
+"""Preset: cluttered translated MNIST 100×100, 8 pieces of 8×8 (paper Table 2: RAM, 8 glimpses of 12×12, 4 scales,
+≈8.1 %).
 
 What made this task work: ``reinforce_to_core=0.1``, a tenth of the REINFORCE gradient also training the core and
 glimpse networks. With the policy's input h_t detached (the other presets) the core never learned to carry where the
@@ -11,7 +12,7 @@ validation split; at step 36 000 it was 7.69 % and 6.97 %, at 78 000 6.64 % and 
 300 000 steps.
 """
 
-from training.config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig
 
 CONFIG = TrainConfig(
     task="cluttered100",

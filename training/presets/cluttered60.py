@@ -1,4 +1,5 @@
-"""Preset: cluttered translated MNIST 60×60, 4 pieces of 8×8 (paper Table 2: RAM, 8 glimpses of 12×12, 3 scales, 4.04 %).
+"""Preset: cluttered translated MNIST 60×60, 4 pieces of 8×8 (paper Table 2: RAM, 8 glimpses of 12×12, 3 scales,
+4.04 %).
 
 The shipped model's run, replayed by schedule_legs: a 28 000-step schedule, lengthened to 50 000 steps and then to
 100 000 (each time the learning rate went back up and decayed again), then to 150 000 and, at step 107 500, cut
@@ -7,7 +8,7 @@ the weights averaged from there on (ema_decay), to 390 000. The shipped model is
 run's checkpoint.pt): 2.93 % on the whole validation split, against 2.98 % for best.pt (step 268 000).
 """
 
-from training.config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig
 
 CONFIG = TrainConfig(
     task="cluttered60",

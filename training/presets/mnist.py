@@ -7,7 +7,7 @@ the training digits keep the 50 000 of them from being memorised: without shifts
 with shifts of up to 2 px the test error was 0.98 %, with up to 4 px 0.70 % (same seed and steps).
 """
 
-from training.config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig
 
 CONFIG = TrainConfig(
     task="mnist",

@@ -11,7 +11,7 @@ Distorting the training images elastically as well (``elastic_pixels=1``) made 1
 is that run's last checkpoint, whole validation split 0.92 % (its best.pt, at 86 000, 0.94 %).
 """
 
-from training.config import ModelConfig, TrainConfig
+from ..config import ModelConfig, TrainConfig
 
 CONFIG = TrainConfig(
     task="translated60",
