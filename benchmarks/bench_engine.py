@@ -172,22 +172,12 @@ def _profile_steps(model: str, images: np.ndarray, seconds: float, min_calls: in
 
     engine = load_model(model, threads=1)
     sensor, T = engine.info.sensor, engine.info.num_glimpses
-    x = images[:1]
-    workspace = engine._workspace(1)
-    workspace.start()
-    engine._steps(x, workspace, 0, T)  # every bound buffer now holds a real step's values
-    step = 2 % T  # a middle step: its location and state came from the model
-
-    def run():
-        engine._run(workspace.raw_bindings[step], engine._run_options)
-
-    def glimpse():
-        engine._glimpse(x, workspace.location_rows[step], sensor.glimpse_size, sensor.num_scales,
-                        sensor.scale_factor, workspace.glimpse, 1)
-
-    run_unrolled = _unrolled_steps_call(engine, workspace, step)
+    profile = engine.profile_step(images[:1])  # a middle step: its location and state came from the model
+    run_unrolled = _unrolled_steps_call(engine, profile)
     timings = {}
-    for name, call in (("step_network_us", run), ("sensor_us", glimpse), ("unrolled_steps_us", run_unrolled)):
+    calls = (("step_network_us", profile.run_step), ("sensor_us", profile.take_glimpse),
+             ("unrolled_steps_us", run_unrolled))
+    for name, call in calls:
         for _ in range(100):
             call()
         timings[name] = float(np.median(_time_calls(lambda i, call=call: call(), seconds / 3, min_calls)))
@@ -239,30 +229,28 @@ def build_unrolled_steps_model(step_model):
     return model
 
 
-def _unrolled_steps_call(engine, workspace, step: int):
+def _unrolled_steps_call(engine, profile):
     """One ONNX Runtime call of the step network's T steps chained in one graph (``build_unrolled_steps_model``),
-    every step bound to the workspace's glimpse, IOBinding as in ram-infer's loop: what the T steps cost with no
+    every step bound to the profiled step's glimpse, IOBinding as in ram-infer's loop: what the T steps cost with no
     sensor and no Python between them."""
     import onnx
     import onnxruntime as ort
 
-    from ram_infer.engine import _direct_runner
+    from ram_infer.engine import repeatable_run
 
     unrolled = build_unrolled_steps_model(onnx.load(str(engine.path))).SerializeToString()
     options = ort.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
     session = ort.InferenceSession(unrolled, options, providers=["CPUExecutionProvider"])
-    logits = np.empty_like(workspace.logits[0])
+    logits = np.empty_like(profile.logits)
     binding = session.io_binding()
-    glimpses = [(binding.bind_input, f"glimpse_{t}", workspace.glimpse) for t in range(engine.info.num_glimpses)]
+    glimpses = [(binding.bind_input, f"glimpse_{t}", profile.glimpse) for t in range(engine.info.num_glimpses)]
     for bind, name, array in (*glimpses,
-                              (binding.bind_input, "location", workspace.locations[step]),
-                              (binding.bind_input, "state", workspace.states[step % 2]),
+                              (binding.bind_input, "location", profile.location),
+                              (binding.bind_input, "state", profile.state),
                               (binding.bind_output, "logits", logits)):
         bind(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
-    run, raw_binding = _direct_runner(session)  # as the engine calls it (its wrapper costs more as graphs grow)
-    bound, options = raw_binding(binding), ort.RunOptions()
-    return lambda: run(bound, options)
+    return repeatable_run(session, binding)  # as the engine calls it (the wrapper costs more as graphs grow)
 
 
 def run_worker(spec: dict) -> dict:

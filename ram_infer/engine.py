@@ -95,6 +95,34 @@ class Prediction:
         return np.array([error is None for error in self.errors], bool)
 
 
+@dataclass(frozen=True)
+class StepProfile:
+    """One step of an episode, repeatable alone, for timing the loop's two calls (benchmarks/bench_engine.py).
+
+    Attributes:
+        run_step: the step network's ``run_with_iobinding`` call, exactly as the loop makes it, on bound buffers.
+        take_glimpse: the sensor's call, exactly as the loop makes it, writing ``glimpse``.
+        glimpse (ndarray[n, k, C, g, g], float32): the step's bound glimpse buffer.
+        location (ndarray[n, 2], float32): its bound location input l_{t-1}.
+        state (ndarray[n, S], float32): its bound state input h_{t-1}.
+        logits (ndarray[n, classes], float32): its bound logits output.
+    """
+
+    run_step: Callable[[], None]
+    take_glimpse: Callable[[], None]
+    glimpse: np.ndarray
+    location: np.ndarray
+    state: np.ndarray
+    logits: np.ndarray
+
+
+def repeatable_run(session: ort.InferenceSession, binding: ort.IOBinding) -> Callable[[], None]:
+    """``session.run_with_iobinding(binding)`` as a call without arguments, made the way the engine's loop makes it."""
+    run, raw_binding = _direct_runner(session)
+    bound, options = raw_binding(binding), ort.RunOptions()
+    return lambda: run(bound, options)
+
+
 def bundled_models() -> dict[str, Path]:
     """The models shipped in ``ram_infer/models``: name (the file stem) → path, sorted by name."""
     return {path.stem: path for path in sorted(MODELS_DIR.glob("*.onnx"))}
@@ -348,6 +376,29 @@ class Engine:
             x[row] = decoded.pop(i)
         answered = self.predict(x, early_exit=early_exit, batch_size=batch_size, steps=steps)
         return _spread(answered, rows, len(paths), tuple(errors))
+
+    def profile_step(self, images: Any, step: int | None = None) -> StepProfile:
+        """Runs the episode of ``images`` up to step ``step`` (default: a middle one, whose location and state came
+        from the model) and returns that step as calls that repeat it alone on its buffers: for benchmarks, which
+        time the step network and the sensor apart."""
+        x = self._check_images(images)
+        T, sensor = self.info.num_glimpses, self.info.sensor
+        step = 2 % T if step is None else step
+        if not 0 <= step < T:
+            raise ValueError(f"step must be in [0, {T}), got {step}")
+        workspace = _Workspace(self.session, self.info, len(x), self._raw_binding)  # its own: nothing else reuses it
+        workspace.start()
+        self._steps(x, workspace, 0, step + 1)  # up to this step: its inputs are still in their buffers
+        g, k, s, threads = sensor.glimpse_size, sensor.num_scales, sensor.scale_factor, self.threads or 0
+        binding, location = workspace.raw_bindings[step], workspace.location_rows[step]
+        return StepProfile(
+            run_step=lambda: self._run(binding, self._run_options),
+            take_glimpse=lambda: self._glimpse(x, location, g, k, s, workspace.glimpse, threads),
+            glimpse=workspace.glimpse,
+            location=workspace.locations[step],
+            state=workspace.states[step % 2],
+            logits=workspace.logits[step],
+        )
 
     def files_per_batch(self, batch_size: int = DEFAULT_BATCH_SIZE) -> int:
         """How many files to decode at once: ``batch_size``, or fewer if their images would exceed ``DECODED_BYTES``."""

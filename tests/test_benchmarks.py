@@ -33,6 +33,26 @@ def table_rows(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
 
 
+def parse_tables(path: Path) -> list[list[dict[str, str]]]:
+    """Every Markdown table of a results file, each a list of {header: cell} rows."""
+    tables, header = [], None
+    for line in [*path.read_text(encoding="utf-8").splitlines(), ""]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells is None:
+            header = None
+        elif header is None:
+            header = cells
+            tables.append([])
+        elif not set(line) <= set("|-: "):  # not the separator row
+            tables[-1].append(dict(zip(header, cells)))
+    return tables
+
+
+def number(cell: str) -> float:
+    """A table cell's number: ``79,659``, ``1.71×``, ``99.30 %`` → 79659.0, 1.71, 99.3."""
+    return float(cell.replace(",", "").replace("×", "").replace("%", "").strip())
+
+
 @pytest.fixture(scope="module")
 def fake_mnist(tmp_path_factory) -> Path:
     """A classic mnist.pkl.gz of random digits (train 64, valid 8, test 300) in the format training/data.py reads."""
@@ -55,9 +75,14 @@ def test_bench_sensor_quick(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "sensor.md"
     run_script("bench_sensor.py", "--quick", "--out", out)
-    table = table_rows(out)
-    assert len(table) == 1 + 2 * 4  # the header row, then batches 1 and 256 × four image sizes
-    assert "torch loop" in table[0]
+    (rows,) = parse_tables(out)
+    sizes = [f"{side}×{side}" for side in (28, 60, 100, 400)]  # bench_sensor.IMAGE_SIDES
+    assert [(row["batch"], row["image"]) for row in rows] == [(batch, size) for batch in ("1", "256") for size in sizes]
+    for row in rows:
+        rates = {name: number(row[name]) for name in ("C++ (1 thread)", "C++", "numpy reference")}  # glimpses/s
+        assert all(value > 0 for value in rates.values())
+        best = max(rates["C++ (1 thread)"], rates["C++"])  # each side at its better thread count
+        assert number(row["C++ / numpy"]) == pytest.approx(best / rates["numpy reference"], rel=0.01, abs=0.06)
 
 
 def test_bench_engine_quick(tmp_path, fake_mnist):
@@ -66,13 +91,19 @@ def test_bench_engine_quick(tmp_path, fake_mnist):
     model = export_tiny_model("rnn", tmp_path).path
     second = export_tiny_model("rnn", tmp_path / "second").path  # a second MNIST model: its own peer and targets
     run_script("bench_engine.py", "--quick", "--ram-model", model, second, "--data", fake_mnist, "--out-dir", tmp_path)
-    table = table_rows(tmp_path / "engine.md")
-    # targets: header + 4, and header + 3 for the second model (the size sweep is the first's);
-    # first model: header + ram-infer ×2, early exit, eager ×2, episode ×2, two CNNs ×2; second: the same without
-    # the CNNs; sweep: header + 2 sizes
-    assert len(table) == (1 + 4) + (1 + 3) + (1 + 11) + (1 + 7) + (1 + 2)
-    assert sum(row.startswith("| eager PyTorch RAM |") for row in table) == 4  # at 1 and 2 threads, per model
-    assert sum(row.startswith("| full-episode ONNX") for row in table) == 4
+    contenders = [table for table in parse_tables(tmp_path / "engine.md") if "contender" in table[0]]
+    assert len(contenders) == 2  # one per model; the first also has the CNNs
+    for rows in contenders:
+        by_name = {(row["contender"], row["threads"]): row for row in rows}
+        ram, eager = by_name["ram-infer", "1"], by_name["eager PyTorch RAM", "1"]
+        episode = next(row for (name, threads), row in by_name.items() if name.startswith("full-episode ONNX"))
+        for row in rows:
+            assert 0 < number(row["batch-1 median µs"]) <= number(row["batch-1 p99 µs"])
+            assert number(row["batch-256 images/s"]) > 0 and 0 <= number(row["test accuracy"]) <= 100
+        # The three run the same weights: the same answers, so the same accuracy on the same images.
+        assert ram["test accuracy"] == eager["test accuracy"] == episode["test accuracy"]
+        assert number(ram["glimpses"]) == 4  # the tiny model's T, all glimpses without early exit
+    assert {row["contender"] for row in contenders[0]} >= {"paper CNN (ONNX Runtime)", "ResNet-8 (ONNX Runtime)"}
     assert "## tiny_rnn: mnist 28×28" in (tmp_path / "engine.md").read_text(encoding="utf-8")
     assert (tmp_path / "engine.png").stat().st_size > 0
 
@@ -92,12 +123,17 @@ def test_bench_train_quick(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "train.md"
     run_script("bench_train.py", "--quick", "--batch-size", "8", "--out", out)
-    rows = table_rows(out)
-    # the header; mnist: float32, bfloat16, the eager peer; cluttered60 (an LSTM: no eager peer): float32, bfloat16
-    assert len(rows) == 1 + 3 + 2
-    trainers = [row.split(" | ")[2] for row in rows[1:]]
-    assert [trainer.startswith("ram-train") for trainer in trainers] == [True, True, False, True, True]
-    assert {row.split(" | ")[1] for row in rows[1:]} == {"8"}  # the batch column
+    (rows,) = parse_tables(out)
+    # mnist: float32, bfloat16, the eager peer; cluttered60 (an LSTM: no eager peer): float32, bfloat16
+    assert [row["trainer"].startswith("ram-train") for row in rows] == [True, True, False, True, True]
+    assert {row["batch"] for row in rows} == {"8"}
+    for row in rows:
+        assert number(row["images/s"]) > 0
+    for network in {row["network"] for row in rows}:  # the ratio column is images/s over ram-train float32's
+        own = [row for row in rows if row["network"] == network]
+        for row in own:
+            expected = number(row["images/s"]) / number(own[0]["images/s"])
+            assert number(row["vs ram-train float32"]) == pytest.approx(expected, abs=0.011)
 
 
 def test_bench_train_profile_lists_the_steps_operators(tmp_path):

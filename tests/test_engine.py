@@ -259,3 +259,22 @@ def test_bundled_model_loads_and_predicts(name, digit_files):
     engine = load_model(name, threads=1)
     prediction = engine.predict_files(digit_files)
     assert prediction.probabilities.shape == (len(digit_files), engine.info.num_classes)
+
+
+def test_profile_step_repeats_one_step_of_the_episode_alone(engine, images, reference):
+    """The benchmark's hook: the step's calls, repeated on the episode's buffers, give that step's own values."""
+    from ram_infer import extract_glimpses
+    from ram_infer.engine import _softmax
+
+    profile = engine.profile_step(images[:3], step=2)
+    profile.logits[...] = 0
+    profile.glimpse[...] = 0
+    profile.take_glimpse()
+    profile.run_step()
+    sensor = engine.info.sensor
+    expected = extract_glimpses(images[:3], profile.location, sensor.glimpse_size, sensor.num_scales,
+                                sensor.scale_factor)
+    assert np.array_equal(profile.glimpse, expected)
+    assert np.array_equal(_softmax(profile.logits), reference.step_probabilities[:3, 2])
+    with pytest.raises(ValueError, match=r"step must be in \[0, 4\), got 4"):
+        engine.profile_step(images[:1], step=TINY_GLIMPSES)
