@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_errors
 
 from ram_infer import sensor
-from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError, load_image, preprocess
+from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError, ImageLike, load_image, preprocess
 from ram_infer.metadata import ModelFormatError, ModelInfo
 from ram_infer.model_file import read_model
 
@@ -247,7 +248,7 @@ class Engine:
 
     def predict(
         self,
-        images: Any,
+        images: npt.ArrayLike,
         *,
         early_exit: float | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
@@ -351,7 +352,9 @@ class Engine:
         ]
         return _concatenate(parts) if parts else self._predict_file_batch([], early_exit, batch_size, steps, max_pixels)
 
-    def preprocess(self, image: Any, *, source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    def preprocess(
+        self, image: ImageLike, *, source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> npt.NDArray[np.float32]:
         """Any image (path, file bytes, Pillow image or array, of any size) → ndarray[C, H, W] float32 in this model's
         input format, for ``predict`` (``ram_infer.images.preprocess``).
 
@@ -377,7 +380,7 @@ class Engine:
         answered = self.predict(x, early_exit=early_exit, batch_size=batch_size, steps=steps)
         return _spread(answered, rows, len(paths), tuple(errors))
 
-    def profile_step(self, images: Any, step: int | None = None) -> StepProfile:
+    def profile_step(self, images: npt.ArrayLike, step: int | None = None) -> StepProfile:
         """Runs the episode of ``images`` up to step ``step`` (default: a middle one, whose location and state came
         from the model) and returns that step as calls that repeat it alone on its buffers: for benchmarks, which
         time the step network and the sensor apart."""
@@ -405,7 +408,7 @@ class Engine:
         shape = self.info.input
         return max(1, min(batch_size, DECODED_BYTES // (4 * shape.channels * shape.height * shape.width)))
 
-    def _check_images(self, images: Any) -> np.ndarray:
+    def _check_images(self, images: npt.ArrayLike) -> npt.NDArray[np.float32]:
         x = np.asarray(images)
         shape = self.info.input
         expected = (shape.channels, shape.height, shape.width)

@@ -36,12 +36,16 @@ import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO, Union
 
 import numpy as np
+import numpy.typing as npt
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from ram_infer.metadata import InputFormat
+
+# What preprocess takes: a path, an image file's bytes, a Pillow image, or an array (see prepare_array).
+ImageLike = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | npt.ArrayLike
 
 # The formats decoded, with the file suffixes the CLI looks for in a folder: the one home of the list. Pillow
 # identifies a file by its content, not its name, and hands EPS/PostScript to Ghostscript (which runs it: `{} loop`
@@ -160,8 +164,8 @@ def read_intensities_from_bytes(
 
 
 def preprocess(
-    image: Any, input_format: InputFormat, *, source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
+    image: ImageLike, input_format: InputFormat, *, source: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> npt.NDArray[np.float32]:
     """Any image, of any size, in the model's input format: the one entry point for files, bytes, Pillow images and
     arrays (``Engine.preprocess`` passes the model's format).
 
@@ -313,7 +317,9 @@ def _mode_to_read(image: Image.Image) -> str:
     return ("LA" if has_alpha else "L") if grey else ("RGBA" if has_alpha else "RGB")
 
 
-def prepare_array(array: Any, input_format: InputFormat, *, source: str = "array") -> np.ndarray:
+def prepare_array(
+    array: npt.ArrayLike, input_format: InputFormat, *, source: str = "array"
+) -> npt.NDArray[np.float32]:
     """Converts an image array into the model's input format (steps 2–7 of the module docstring).
 
     Args:

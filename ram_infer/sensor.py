@@ -11,9 +11,10 @@ clamped; NaN locations are an error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 try:
     from ram_infer import _sensor
@@ -28,6 +29,13 @@ MAX_PATCH_SIDE = 1 << 24
 MAX_SCALES = 64  # s >= 2 reaches the patch limit by 24 scales; s = 1 only repeats
 
 
+
+class CudaArray(Protocol):
+    """An array on a CUDA device that describes itself by ``__cuda_array_interface__`` (torch, CuPy, Numba)."""
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]: ...
+
 def available_backends() -> tuple[str, ...]:
     """Backends usable on this machine, in order of preference for host arrays."""
     found = ["numpy"]
@@ -39,18 +47,18 @@ def available_backends() -> tuple[str, ...]:
 
 
 def extract_glimpses(
-    images: Any,
-    locations: Any,
+    images: npt.ArrayLike | CudaArray,
+    locations: npt.ArrayLike | CudaArray,
     glimpse_size: int,
     num_scales: int,
     scale_factor: int = 2,
     *,
     backend: str = "auto",
-    out: Any = None,
+    out: npt.NDArray[np.float32] | CudaArray | None = None,
     threads: int | None = None,
     stream: int = 0,
     check_nan: bool = True,
-) -> Any:
+) -> npt.NDArray[np.float32] | CudaArray:
     """Takes the glimpse ρ(x, l) of every image at its location.
 
     Args:
