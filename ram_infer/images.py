@@ -36,7 +36,7 @@ import struct
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
