@@ -24,6 +24,7 @@ below with their field numbers; unknown fields are skipped, exactly as ONNX Runt
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from collections.abc import Iterator
@@ -127,6 +128,11 @@ def check_model_bytes(data: bytes, source: str) -> None:
                 f"{source}: tensor {name!r} keeps its data outside the model file (external data); a step model "
                 "embeds its weights"
             )
+        # Every element takes at least half a byte of the file (4-bit types pack two; there is no external data), so
+        # more is a lie, which ONNX Runtime would only find out in an integer overflow that it logs on stderr.
+        elements = math.prod(tensor.dims)
+        if min(tensor.dims, default=0) < 0 or elements > 2 * len(data):
+            raise ModelFormatError(f"{source}: tensor {name!r} declares {elements} elements, more than the file holds")
 
 
 def _check_node(node: Any, source: str) -> None:
@@ -223,6 +229,7 @@ _SCHEMA = {
         ("sparse_tensors", 23, "message", True, "SparseTensorProto"),
     ),
     "TensorProto": (
+        ("dims", 1, "int64", True, None),
         ("name", 8, "bytes", False, None),
         ("external_data", 13, "message", True, "Opaque"),
         ("data_location", 14, "int32", False, None),
@@ -247,6 +254,7 @@ def _messages() -> dict[str, Any]:
         "message": descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
         "bytes": descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
         "int32": descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+        "int64": descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
     }
     for message_name, fields in _SCHEMA.items():
         message = file.message_type.add(name=message_name)

@@ -198,6 +198,10 @@ EDITS = {
     "custom-domain-node": (_node("Relu", domain="com.microsoft"), r"operator 'Relu' of domain 'com\.microsoft'"),
     "subgraph-attribute": (_node("Relu", body=helper.make_graph([], "g", [], [])), r"subgraph attribute 'body'"),
     "local-function": (_function, r"defines model-local functions"),
+    "dims-beyond-the-file": (
+        lambda proto: proto.graph.initializer[0].dims.__setitem__(0, 2**62),
+        r"tensor '.+' declares \d+ elements, more than the file holds",
+    ),
     # ONNX Runtime accepted this and then crashed the process on the first run (found by fuzz/fuzz_models.py).
     "empty-variadic-input": (
         lambda proto: proto.graph.node.append(helper.make_node("Sum", ["location", ""], ["unused_sum"])),
