@@ -16,8 +16,10 @@ and the front doors' checks, which the workspace makes once, added ≈ 2 µs to 
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -48,6 +50,9 @@ DECODED_BYTES = 256 << 20
 # run would take tens of GB, which the arena then refuses at once instead of the machine running out of memory. The
 # bundled models need a few MB.
 ORT_MEMORY_BYTES = 2 << 30
+# One image's episode at most, judged at load from one timed step (Engine._refuse_if_too_slow). The bundled models
+# take well under a millisecond, so the margin covers slow and busy machines.
+EPISODE_SECONDS = 5.0
 _arena_lock = threading.Lock()
 _arena_registered = False
 _WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
@@ -242,6 +247,7 @@ class Engine:
             + self.info.num_glimpses * self.info.num_classes
         )
         self._max_chunk = max(1, WORKSPACE_BYTES // workspace_bytes)  # images per internal batch, at most
+        self._refuse_if_too_slow()
 
     def __repr__(self) -> str:
         return f"Engine({str(self.path)!r}, dataset={self.info.dataset!r}, providers={list(self.providers)})"
@@ -417,6 +423,41 @@ class Engine:
         if x.dtype.kind != "f":  # float16/32/64; np.issubdtype costs ≈ 0.4 µs of a 90 µs batch-1 call
             raise ValueError(f"images must be float32 in the model's input format, got {x.dtype}")
         return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _refuse_if_too_slow(self) -> None:
+        """Times one step at batch 1 and refuses a model whose episode would take more than ``EPISODE_SECONDS``.
+
+        Allowed operators within the memory bound can still make a step slow (a broadcast of two small weights into
+        an n × n tensor, every step), and the metadata alone sets T. ONNX Runtime stops the timed runs once they are
+        over the budget (``RunOptions.terminate`` is checked between nodes), so the check itself is bounded too. A
+        step that fails for another reason is left to ``predict``, which reports it.
+        """
+        T = self.info.num_glimpses
+        budget = EPISODE_SECONDS / T  # seconds a step may take
+        workspace = _Workspace(self.session, self.info, 1, self._raw_binding)
+        workspace.start()
+        workspace.glimpse[...] = 0.0
+        options = ort.RunOptions()
+        options.log_severity_level = 4
+        timer = threading.Timer(2 * budget + 0.5, setattr, (options, "terminate", True))  # warm-up, then the timed one
+        timer.start()
+        try:
+            self._run(workspace.raw_bindings[0], options)  # the first run allocates: not timed
+            started = time.perf_counter()
+            self._run(workspace.raw_bindings[0], options)
+            seconds = time.perf_counter() - started
+        except (RuntimeError, *_ORT_LOAD_ERRORS):
+            if not options.terminate:
+                return
+            seconds = math.inf
+        finally:
+            timer.cancel()
+        if seconds > budget:
+            took = "more than the budget" if math.isinf(seconds) else f"{seconds:.3g} s"
+            raise ModelFormatError(
+                f"{self.path}: one step takes {took} at batch 1, so {T} glimpses would take more than "
+                f"{EPISODE_SECONDS:g} s an image"
+            )
 
     def _workspace(self, n: int) -> _Workspace:
         cache = getattr(self._local, "workspaces", None)

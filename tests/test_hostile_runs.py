@@ -81,9 +81,10 @@ def poisoned(tiny_rnn_path, tmp_path_factory) -> dict[str, Path]:
     return {name: _edited(tiny_rnn_path, directory, name, edit) for name, edit in edits.items()}
 
 
-def _outer_product_bomb(proto) -> None:
-    """Allowed operators that multiply sizes: the location as a column times a row of 20 000, twice: 3.2 GB a row."""
-    row = numpy_helper.from_array(np.ones((1, 20_000), np.float32))
+def _outer_product_bomb(proto, n: int = 20_000) -> None:
+    """Allowed operators that multiply sizes: the location as a column times a row of n, twice (n = 20 000: 3.2 GB
+    a row)."""
+    row = numpy_helper.from_array(np.ones((1, n), np.float32))
     column = numpy_helper.from_array(np.array([-1, 1], np.int64))
     for node in proto.graph.node:
         node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
@@ -112,6 +113,22 @@ def test_a_graph_that_multiplies_sizes_is_stopped_by_the_memory_bound(tiny_rnn_p
     with pytest.raises(ModelFormatError, match=r"bomb\.onnx: the step network failed to run \(.*3200000000"):
         engine.predict_files(digit_files[:1])
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 << 20  # KiB: the process stayed under 2 GiB
+
+
+def test_a_model_whose_episode_would_take_too_long_is_refused_at_load(tiny_rnn_path, tmp_path):
+    """Within the memory bound a step can still be slow (here 2 × 2 500² values a step, tens of ms), and T = 1000
+    comes from the metadata alone: one timed step at load refuses it."""
+
+    def slow(proto) -> None:
+        _outer_product_bomb(proto, n=2_500)
+        _set_metadata("ram.num_glimpses", 1000)(proto)
+
+    model = _edited(tiny_rnn_path, tmp_path, "slow_steps", slow)
+    started = time.monotonic()
+    message = r"slow_steps\.onnx: one step takes .* at batch 1, so 1000 glimpses would take more than 5 s"
+    with pytest.raises(ModelFormatError, match=message):
+        load_model(model, threads=1)
+    assert time.monotonic() - started < 10
 
 
 @pytest.mark.parametrize("name", ["nan-location", "inf-state", "nan-logits", "inf-location"])
