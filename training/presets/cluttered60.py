@@ -1,11 +1,9 @@
-"""Preset: cluttered translated MNIST 60×60, 4 pieces of 8×8 (paper Table 2: RAM, 8 glimpses of 12×12, 3 scales,
-4.04 %).
+"""Preset: cluttered translated MNIST 60×60, 4 pieces of 8×8 (the paper's Table 2 task).
 
-The shipped model's run, replayed by schedule_legs: a 28 000-step schedule, lengthened to 50 000 steps and then to
-100 000 (each time the learning rate went back up and decayed again), then to 150 000 and, at step 107 500, cut
-to 130 000 (test error 4.05 %), then lengthened to 200 000 (3.72 %), to 280 000 (3.60 %), to 360 000 and, with
-the weights averaged from there on (ema_decay), to 390 000. The shipped model is that average at step 390 000 (the
-run's checkpoint.pt): 2.93 % on the whole validation split, against 2.98 % for best.pt (step 268 000).
+The shipped model's run, replayed from scratch by ``schedule_legs``: it was lengthened several times, and each time the
+cosine learning rate went back up and decayed again, which is what the legs record; the weights are averaged
+(``ema_decay``) over the last leg, because the average of the last steps is steadier than any one of them. The
+measurements of each leg are in docs/experiments.md; the shipped model's, in its card (ram_infer/models/cluttered60.md).
 """
 
 from ..config import ModelConfig, TrainConfig
