@@ -41,11 +41,10 @@ from ram_infer.engine import load_model, resolve_model
 from ram_infer.metadata import EPISODE_GRAPH, GRAPH_KEY, PREFIX, STEP_OUTPUTS, ModelInfo, SensorSpec
 
 from .data import fixed_split
+from .export import DEFAULT_OPSET, PARITY_TOLERANCE  # one home: the step model's opset and parity bound
 
 EPISODE_INPUT = "image"
 EPISODE_OUTPUTS = ("logits", "locations")
-DEFAULT_OPSET = 18
-PARITY_TOLERANCE = 1e-5  # the bound on logits and locations; labels must be identical
 
 
 class GraphBuilder:
