@@ -139,6 +139,19 @@ def _zoom(height: int, width: int, frames: int, min_side: int) -> float:
     return factor if factor <= allowed else (math.floor(allowed) if allowed >= 1 else allowed)
 
 
+def trace_grid(tiles: list[Image.Image], columns: int = 4, gap: int = 8) -> Image.Image:
+    """Traces side by side, ``columns`` to a row, on white (a card's picture of several images)."""
+    if not tiles:
+        raise ValueError("tiles must not be empty")
+    width, height = max(tile.width for tile in tiles), max(tile.height for tile in tiles)
+    columns = min(columns, len(tiles))
+    rows = -(-len(tiles) // columns)
+    grid = Image.new("RGB", (columns * (width + gap) - gap, rows * (height + gap) - gap), (255, 255, 255))
+    for i, tile in enumerate(tiles):
+        grid.paste(tile, ((i % columns) * (width + gap), (i // columns) * (height + gap)))
+    return grid
+
+
 def save_trace(path: str | os.PathLike, frames: list[Image.Image]) -> None:
     """Writes the frames: an animated GIF (one frame per glimpse) for ``.gif``, else the last frame (PNG …).
 

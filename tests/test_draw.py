@@ -56,3 +56,14 @@ def test_caption_is_written_in_the_bottom_left_corner_of_the_last_frame():
     corner = np.asarray(captioned[-1])[-40:, :120]  # (40, 120, 3)
     assert (corner == 255).all(axis=2).any() and not np.array_equal(corner, np.asarray(plain[-1])[-40:, :120])
     assert np.array_equal(np.asarray(captioned[0]), np.asarray(plain[0]))  # only the last frame carries it
+
+
+def test_trace_grid_lays_the_traces_out_in_rows():
+    from ram_infer.draw import trace_grid
+
+    tiles = [draw_glimpses(IMAGE, LOCATIONS, SENSOR, MNIST, last_only=True)[0] for _ in range(6)]  # 280 × 280 each
+    grid = trace_grid(tiles, columns=4, gap=8)
+    assert grid.size == (4 * 280 + 3 * 8, 2 * 280 + 8)
+    assert np.array_equal(np.asarray(grid)[288:568, 288:568], np.asarray(tiles[5]))  # row 2, column 2
+    with pytest.raises(ValueError, match=r"tiles must not be empty"):
+        trace_grid([])

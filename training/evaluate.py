@@ -9,14 +9,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from ram_infer import load_model
-from ram_infer.metadata import SensorSpec
+from ram_infer.draw import draw_glimpses, trace_grid
+from ram_infer.metadata import InputFormat, SensorSpec
 from ram_infer.sensor import centre_pixel
 
 from .data import DIGIT_SIDE, TASKS, fixed_split
@@ -113,42 +112,24 @@ def plot_traces(
     sensor: SensorSpec,
     path: str | Path,
 ) -> None:
-    """A grid of images with their glimpse paths: the k boxes of every glimpse, numbered, answer in the title.
+    """A grid of images with their glimpse paths, drawn by the runtime's own ``ram_infer.draw`` (one drawing for
+    ``ram-infer --trace`` and the cards): every glimpse's k boxes, numbered, the true label and the answer below.
 
     Args:
-        images (ndarray[N, C, H, W], float32): the model inputs (the first channel is drawn).
+        images (ndarray[N, C, H, W], float32): the model inputs, in [0, 1].
         labels (ndarray[N], int64): the true classes.
-        answers (ndarray[N], int64): the model's answers (red titles where they are wrong).
+        answers (ndarray[N], int64): the model's answers (marked "wrong" where they differ).
         locations (ndarray[N, T, 2], float32): the glimpse centres l_0 … l_{T-1} as (x, y) in [-1, 1].
         sensor: the model's (g, k, s), for the box sizes.
         path: the PNG to write.
     """
-    height, width = images.shape[2:]
-    num_glimpses = locations.shape[1]
-    columns = min(len(images), 4)
-    rows = -(-len(images) // columns)
-    # A Figure of its own, not pyplot's: no backend to switch and no global figure state in the caller's session.
-    figure = Figure(figsize=(3 * columns, 3.2 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False)
-    colours = matplotlib.colormaps["viridis"](np.linspace(0, 1, num_glimpses))
-    for ax, image, path_t, label, answer in zip(axes.flat, images, locations, labels, answers):
-        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
-        centres = np.stack([centre_pixel(path_t[:, 0], width), centre_pixel(path_t[:, 1], height)], 1)  # (T, 2)
-        ax.plot(centres[:, 0], centres[:, 1], "-", color="white", linewidth=1)
-        for t, (cx, cy) in enumerate(centres):
-            for i in range(sensor.num_scales):
-                side = sensor.glimpse_size * sensor.scale_factor**i
-                ax.add_patch(Rectangle((cx - side // 2 - 0.5, cy - side // 2 - 0.5), side, side, fill=False,
-                                       edgecolor=colours[t], linewidth=1.2 if i == 0 else 0.6))
-            ax.text(cx, cy, str(t + 1), color=colours[t], fontsize=8, ha="center", va="center")
-        ax.set_title(f"label {label}, answer {answer}", color="black" if label == answer else "red", fontsize=9)
-        ax.set_xlim(-0.5, width - 0.5)
-        ax.set_ylim(height - 0.5, -0.5)
-        ax.axis("off")
-    for ax in axes.flat[len(images) :]:
-        ax.axis("off")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    channels, height, width = images.shape[1:]
+    shape = InputFormat(height=height, width=width, channels=channels)  # value_scale 255: [0, 1] → 8-bit
+    tiles = []
+    for image, path_t, label, answer in zip(images, locations, labels, answers):
+        caption = f"label {label}, answer {answer}" + ("" if label == answer else " (wrong)")
+        tiles += draw_glimpses(image, path_t, sensor, shape, last_only=True, caption=caption)
+    trace_grid(tiles).save(path)
 
 
 def plot_curve(log_path: str | Path, path: str | Path, *, marks: Mapping[str, float] | None = None,
