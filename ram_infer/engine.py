@@ -214,22 +214,8 @@ class Engine:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
         # More threads than cores only add contention (256 threads made one digit 9x slower), and every one a thread.
         self.threads = None if threads is None else min(threads, usable_cores())
-        options = ort.SessionOptions()
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log would say them twice
-        if self.threads is not None:
-            options.intra_op_num_threads = self.threads
-        if _register_bounded_arena():
-            options.add_session_config_entry("session.use_env_allocators", "1")
         model = read_model(self.path)  # checked, so ONNX Runtime reads these bytes and nothing else from the disk
-        try:
-            self.session = ort.InferenceSession(model, options, providers=_usable_providers(providers))
-        except UnicodeDecodeError:  # a message quoting text that is not UTF-8 (read_model checks the names it knows)
-            raise ModelFormatError(f"{self.path}: not a readable ONNX model (text that is not UTF-8)") from None
-        except _ORT_LOAD_ERRORS as error:
-            reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-            raise ModelFormatError(f"{self.path}: not a readable ONNX model ({reason})") from None
+        self.session = _open_session(model, _session_options(self.threads), _usable_providers(providers), self.path)
         self.providers = tuple(self.session.get_providers())
         try:
             self.info = ModelInfo.from_session(self.session, str(self.path))
@@ -556,6 +542,31 @@ class _Workspace:
         """Sets state = 0 and l_0 = the model's initial location."""
         self.states[0] = 0.0
         self.locations[0] = self.info.initial_location
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 4  # errors reach the caller as exceptions; ORT's own log would say them twice
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    if _register_bounded_arena():
+        options.add_session_config_entry("session.use_env_allocators", "1")
+    return options
+
+
+def _open_session(
+    model: bytes, options: ort.SessionOptions, providers: list[str], path: Path
+) -> ort.InferenceSession:
+    """The ONNX Runtime session of checked model bytes; its refusals as ModelFormatError naming ``path``."""
+    try:
+        return ort.InferenceSession(model, options, providers=providers)
+    except UnicodeDecodeError:  # a message quoting text that is not UTF-8 (read_model checks the names it knows)
+        raise ModelFormatError(f"{path}: not a readable ONNX model (text that is not UTF-8)") from None
+    except _ORT_LOAD_ERRORS as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise ModelFormatError(f"{path}: not a readable ONNX model ({reason})") from None
 
 
 def _register_bounded_arena() -> bool:
