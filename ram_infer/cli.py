@@ -145,7 +145,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ram-infer",
         description="Classify images with a Recurrent Attention Model (a few glimpses per image, no PyTorch).",
-        epilog="Exit status: 0 if every input was classified, 2 if any failed.",
+        epilog="Exit status: 0 if every input was classified, 2 if any failed (one line each), 130 on Ctrl-C.",
     )
     parser.add_argument("files", nargs="*", metavar="FILE", help="image files, directories of images, or - for stdin")
     parser.add_argument(
