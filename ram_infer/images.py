@@ -28,13 +28,15 @@ The steps, in order (each documented where it happens):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
 import stat
 import struct
+import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -211,8 +213,9 @@ def _decode(open_file: Callable[[], BinaryIO], source: str, max_pixels: int) -> 
                 _check_size(image, source, max_pixels)
                 if isinstance(image, JpegImagePlugin.JpegImageFile):  # MPO included
                     _check_jpeg_scans(open_file, image, source)
-                image.seek(0)
-                return _intensities(_working_image(image))
+                with _libtiff_silenced(image.format == "TIFF"):
+                    image.seek(0)
+                    return _intensities(_working_image(image))
     except ImageError:
         raise
     except Image.DecompressionBombError:
@@ -226,6 +229,27 @@ def _decode(open_file: Callable[[], BinaryIO], source: str, max_pixels: int) -> 
         raise ImageError(f"{source}: not enough memory to decode the image") from None
     except _DECODE_ERRORS as error:
         raise ImageError(f"{source}: cannot decode the image ({error})") from None
+
+
+@contextlib.contextmanager
+def _libtiff_silenced(active: bool) -> Iterator[None]:
+    """Sends file descriptor 2 to /dev/null while libtiff decodes: it prints its warnings and errors there itself
+    ("Using code not yet in table."), next to the one line a bad file gets; Pillow raises for the errors anyway.
+
+    The descriptor is the process's, so another thread's stderr output in that window is lost too; only TIFF needs it.
+    """
+    if not active:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _check_regular_file(path: str | os.PathLike, source: str) -> None:

@@ -126,6 +126,16 @@ def _exif_garbage_jpeg(digit: np.ndarray) -> bytes:
     return jpeg[:2] + segment + jpeg[2:]
 
 
+def _broken_lzw_tiff(digit: np.ndarray) -> bytes:
+    """A TIFF whose LZW-compressed strip has garbage codes (its header intact)."""
+    buffer = io.BytesIO()
+    Image.fromarray(digit).save(buffer, format="TIFF", compression="tiff_lzw")
+    data = bytearray(buffer.getvalue())
+    for i in range(20, 60):  # the strip data follows the 8-byte header
+        data[i] ^= 0x5A
+    return bytes(data)
+
+
 def cases_and_writers() -> list[tuple[Case, Callable[[Path], None] | None]]:
     """Every case with the function that creates it at a path (None: the path must not exist)."""
     digit = _digit()
@@ -174,6 +184,8 @@ def cases_and_writers() -> list[tuple[Case, Callable[[Path], None] | None]]:
         (Case("truncated tables.jpg", CANNOT_DECODE), data(jpeg[:200])),  # cut inside the header
         (Case("bad crc.png", NOT_AN_IMAGE), data(png[:29] + bytes([png[29] ^ 0xFF]) + png[30:])),
         (Case("header only.gif", NOT_AN_IMAGE), data(_gif_header(SIDE, SIDE)[:-6])),
+        # libtiff prints its own warning about the broken LZW code on file descriptor 2; only our line may remain.
+        (Case("broken lzw.tiff", CANNOT_DECODE), data(_broken_lzw_tiff(digit))),
         (Case("text bomb.png", CANNOT_DECODE),
          data(_png(2, 2, _png_chunk(b"zTXt", b"k\0\0" + zlib.compress(bytes(8 << 20), 9))))),
         # Too large, refused from the header before decoding (the default limit is 64 000 000 pixels).

@@ -160,6 +160,8 @@ def test_cli_process_on_the_whole_corpus_has_no_traceback(tiny_rnn_path, corpus,
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stdout.splitlines()) == len(VALID) + 1
+    # Exactly one line per bad file on file descriptor 2: nothing from the decoders themselves (libtiff prints).
+    assert len(result.stderr.splitlines()) == len(CASES) - len(VALID)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
