@@ -561,7 +561,9 @@ def _open_session(
 ) -> ort.InferenceSession:
     """The ONNX Runtime session of checked model bytes; its refusals as ModelFormatError naming ``path``."""
     try:
-        return ort.InferenceSession(model, options, providers=providers)
+        # Constant folding computes, at load and outside the arena's bound, any node whose inputs are all weights: a
+        # broadcast of two small ones made a tensor of gigabytes there. Exported step models have nothing to fold.
+        return ort.InferenceSession(model, options, providers=providers, disabled_optimizers=["ConstantFolding"])
     except UnicodeDecodeError:  # a message quoting text that is not UTF-8 (read_model checks the names it knows)
         raise ModelFormatError(f"{path}: not a readable ONNX model (text that is not UTF-8)") from None
     except _ORT_LOAD_ERRORS as error:

@@ -131,6 +131,35 @@ def test_a_model_whose_episode_would_take_too_long_is_refused_at_load(tiny_rnn_p
     assert time.monotonic() - started < 10
 
 
+def test_weights_alone_are_not_folded_at_load_outside_the_memory_bound(tiny_rnn_path, tmp_path):
+    """PRelu of a [n, 1] and a [1, n] weight is an n × n tensor: ONNX Runtime's constant folding computed such nodes
+    once at load, outside the arena's bound (the model fuzzer saw 3.5 GB). Unfolded, it is computed at every step,
+    where the arena bounds it and the timed step at load refuses the model (T = 1000)."""
+    n = 4_000
+
+    def weights_alone(proto) -> None:
+        for node in proto.graph.node:
+            node.output[:] = ["logits_raw" if name == "logits" else name for name in node.output]
+        proto.graph.initializer.extend(
+            [numpy_helper.from_array(np.ones((n, 1), np.float32), "tall"),
+             numpy_helper.from_array(np.ones((1, n), np.float32), "wide")]
+        )
+        proto.graph.node.extend(
+            [
+                helper.make_node("PRelu", ["tall", "wide"], ["square"]),  # (n, n) from weights alone
+                helper.make_node("ReduceSum", ["square"], ["total"], keepdims=0),
+                helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.array(0, np.float32))),
+                helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+                helper.make_node("Add", ["logits_raw", "nothing"], ["logits"]),
+            ]
+        )
+        _set_metadata("ram.num_glimpses", 1000)(proto)
+
+    model = _edited(tiny_rnn_path, tmp_path, "weights_alone", weights_alone)
+    with pytest.raises(ModelFormatError, match=r"weights_alone\.onnx: one step takes .* so 1000 glimpses would take"):
+        load_model(model, threads=1)
+
+
 @pytest.mark.parametrize("name", ["nan-location", "inf-state", "nan-logits", "inf-location"])
 def test_non_finite_step_outputs_raise_model_format_error(poisoned, digit_files, name):
     engine = load_model(poisoned[name], threads=1)
