@@ -50,9 +50,9 @@ DECODED_BYTES = 256 << 20
 # run would take tens of GB, which the arena then refuses at once instead of the machine running out of memory. The
 # bundled models need a few MB.
 ORT_MEMORY_BYTES = 2 << 30
-# One image's episode at most, judged at load from one timed step (Engine._refuse_if_too_slow). The bundled models
-# take well under a millisecond, so the margin covers slow and busy machines.
-EPISODE_SECONDS = 5.0
+# One image's episode at most, judged at load from a timed step (Engine._refuse_if_too_slow). The bundled models take
+# well under a millisecond, so the margin covers slow and busy machines.
+EPISODE_SECONDS = 1.0
 _arena_lock = threading.Lock()
 _arena_registered = False
 _WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
@@ -425,13 +425,17 @@ class Engine:
         workspace.glimpse[...] = 0.0
         options = ort.RunOptions()
         options.log_severity_level = 4
-        timer = threading.Timer(2 * budget + 0.5, setattr, (options, "terminate", True))  # warm-up, then the timed one
+        timer = threading.Timer(4 * budget + 0.5, setattr, (options, "terminate", True))  # a warm-up and 3 timed runs
         timer.start()
         try:
             self._run(workspace.raw_bindings[0], options)  # the first run allocates: not timed
-            started = time.perf_counter()
-            self._run(workspace.raw_bindings[0], options)
-            seconds = time.perf_counter() - started
+            seconds = math.inf
+            for _ in range(3):  # the best of three: one run that a busy machine delays proves nothing
+                started = time.perf_counter()
+                self._run(workspace.raw_bindings[0], options)
+                seconds = min(seconds, time.perf_counter() - started)
+                if seconds <= budget:
+                    break
         except (RuntimeError, *_ORT_LOAD_ERRORS):
             if not options.terminate:
                 return
