@@ -147,3 +147,22 @@ def test_translated_model_gets_canvas_placement(tmp_path):
 def test_bad_metadata_arguments_raise(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):
         export_step_model(RecurrentAttention(ModelConfig()), tmp_path / "m.onnx", dataset="mnist", **options)
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    """torch.load(weights_only=False) runs whatever a pickle says; checkpoints are read with weights_only=True."""
+    import pickle
+
+    from ram_infer.training.export import read_checkpoint
+
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps({"config": Payload()}, protocol=2))
+    with pytest.raises(ValueError, match=r"evil\.pt: not a ram-train checkpoint \(it holds more than tensors"):
+        read_checkpoint(evil)
+    assert not marker.exists()

@@ -46,7 +46,7 @@ from .config import TrainConfig
 from .data import SPLIT_SEEDS, fixed_split
 from .episode import export_episode, sidecar
 from .evaluate import errors_per_glimpse, evaluate_onnx, mean_rollouts, on_canvas, plot_curve, plot_onnx_traces
-from .export import ParityError, check_parity, export_loaded_checkpoint, load_checkpoint
+from .export import ParityError, check_parity, export_loaded_checkpoint, load_checkpoint, read_checkpoint
 from .model import RecurrentAttention
 from .presets import PRESETS, load_preset
 from .run_files import CHECKPOINT, LOG
@@ -259,7 +259,7 @@ def _run_config(run_dir: Path, shipped: TrainConfig) -> TrainConfig:
     latest = run_dir / CHECKPOINT
     if not latest.is_file():
         return shipped
-    return TrainConfig.from_dict(torch.load(latest, map_location="cpu", weights_only=False)["config"])
+    return TrainConfig.from_dict(read_checkpoint(latest)["config"])
 
 
 def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConfig,

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(command_handlers()).parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # FileNotFoundError, a folder in the way, a full disk …
         print(f"ram-train: {error}", file=sys.stderr)
         return 2
 

@@ -19,6 +19,7 @@ import dataclasses
 import io
 import json
 import os
+import pickle
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -253,9 +254,7 @@ def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, 
         ValueError: the file is not a ram-train checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     missing = [key for key in ("config", "model") if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise ValueError(f"{path}: not a ram-train checkpoint, it lacks the keys {missing}")
@@ -263,6 +262,28 @@ def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, 
     model = RecurrentAttention(config.model)
     model.load_state_dict(checkpoint_weights(checkpoint))
     return model.eval(), config, checkpoint
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """A checkpoint file's contents, unpickled with ``weights_only=True``: tensors, numbers, strings and containers
+    only, so a crafted file cannot run code (``weights_only=False`` would execute whatever its pickle says).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a file torch can read this way.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of files it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: not a ram-train checkpoint (it holds more than tensors and plain data)") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a ram-train checkpoint ({reason[:200]})") from None
 
 
 def checkpoint_weights(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ from .augment import augment_batch, torch_generator
 from .config import TrainConfig, apply_overrides
 from .data import TrainStream, fixed_split
 from .evaluate import errors_per_glimpse
+from .export import read_checkpoint
 from .losses import hybrid_loss
 from .model import RecurrentAttention
 from .presets import PRESETS, load_preset
@@ -240,7 +241,7 @@ def command_train(args: argparse.Namespace) -> int:
     if checkpoint_path.exists():
         if not args.resume:
             raise ValueError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(checkpoint_path)
     elif args.resume and args.preset is None:
         raise ValueError(f"{checkpoint_path}: no checkpoint to resume from, and no --preset to start one")
     if checkpoint is None and args.preset is None:
