@@ -53,6 +53,7 @@ ORT_MEMORY_BYTES = 2 << 30
 # One image's episode at most, judged at load from a timed step (Engine._refuse_if_too_slow). The bundled models take
 # well under a millisecond, so the margin covers slow and busy machines.
 EPISODE_SECONDS = 1.0
+DEADLINE_SPARE_SECONDS = 1.0  # added to an internal batch's deadline in predict, for a machine that is busy
 _arena_lock = threading.Lock()
 _arena_registered = False
 _WORKSPACES_PER_THREAD = 4  # batch sizes kept bound per thread: the chunk size, the remainder, and a couple more
@@ -292,9 +293,13 @@ class Engine:
                 logits[rows] = chunk_logits[np.arange(len(chunk_logits)), glimpses_used[rows] - 1]
                 if step_logits is not None:
                     step_logits[rows] = chunk_logits
+        except _TooSlow as slow:
+            raise ModelFormatError(
+                f"{self.path}: the step network took more than {EPISODE_SECONDS:g} s an image on a batch of "
+                f"{slow.args[0]}"
+            ) from None
         except (RuntimeError, *_ORT_LOAD_ERRORS) as error:
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelFormatError(f"{self.path}: the step network failed to run ({reason})") from None
+            raise ModelFormatError(f"{self.path}: the step network failed to run ({_first_line(error)})") from None
         except ValueError:  # the sensor refuses a NaN location: from a glimpsed NaN or inf pixel, or from the network
             _refuse_non_finite(x)
             raise ModelFormatError(f"{self.path}: the step network gave a NaN location") from None
@@ -411,43 +416,49 @@ class Engine:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _refuse_if_too_slow(self) -> None:
-        """Times one step at batch 1 and refuses a model whose episode would take more than ``EPISODE_SECONDS``.
+        """Times one step at batches 1 and 2 and refuses a model that fails to run it, or whose episode would take
+        more than ``EPISODE_SECONDS`` an image.
 
         Allowed operators within the memory bound can still make a step slow (a broadcast of two small weights into
         an n × n tensor, every step), and the metadata alone sets T. ONNX Runtime stops the timed runs once they are
-        over the budget (``RunOptions.terminate`` is checked between nodes), so the check itself is bounded too. A
-        step that fails for another reason is left to ``predict``, which reports it.
+        over the budget (``RunOptions.terminate`` is checked between nodes), so the check itself is bounded too;
+        ``predict`` keeps a deadline of its own, for a graph that is slow at other batch sizes alone.
         """
-        T = self.info.num_glimpses
-        budget = EPISODE_SECONDS / T  # seconds a step may take
-        workspace = _Workspace(self.session, self.info, 1, self._raw_binding)
+        for n in (1, 2):
+            seconds, error = self._time_one_step(n, budget=n * EPISODE_SECONDS / self.info.num_glimpses)
+            if error is not None:
+                raise ModelFormatError(f"{self.path}: the step network failed to run ({_first_line(error)})")
+            if seconds > n * EPISODE_SECONDS / self.info.num_glimpses:
+                took = "more than the budget" if math.isinf(seconds) else f"{seconds:.3g} s"
+                raise ModelFormatError(
+                    f"{self.path}: one step takes {took} at batch {n}, so {self.info.num_glimpses} glimpses would "
+                    f"take more than {EPISODE_SECONDS:g} s an image"
+                )
+
+    def _time_one_step(self, n: int, budget: float) -> tuple[float, BaseException | None]:
+        """The best of three timed runs of step 1 on n zero images (after an untimed one), stopped at 4 budgets."""
+        workspace = _Workspace(self.session, self.info, n, self._raw_binding)
         workspace.start()
         workspace.glimpse[...] = 0.0
         options = ort.RunOptions()
         options.log_severity_level = 4
-        timer = threading.Timer(4 * budget + 0.5, setattr, (options, "terminate", True))  # a warm-up and 3 timed runs
+        timer = threading.Timer(4 * budget + 0.5, setattr, (options, "terminate", True))
         timer.start()
+        seconds = math.inf
         try:
             self._run(workspace.raw_bindings[0], options)  # the first run allocates: not timed
-            seconds = math.inf
             for _ in range(3):  # the best of three: one run that a busy machine delays proves nothing
                 started = time.perf_counter()
                 self._run(workspace.raw_bindings[0], options)
                 seconds = min(seconds, time.perf_counter() - started)
                 if seconds <= budget:
                     break
-        except (RuntimeError, *_ORT_LOAD_ERRORS):
+        except (RuntimeError, *_ORT_LOAD_ERRORS) as error:
             if not options.terminate:
-                return
-            seconds = math.inf
+                return seconds, error
         finally:
             timer.cancel()
-        if seconds > budget:
-            took = "more than the budget" if math.isinf(seconds) else f"{seconds:.3g} s"
-            raise ModelFormatError(
-                f"{self.path}: one step takes {took} at batch 1, so {T} glimpses would take more than "
-                f"{EPISODE_SECONDS:g} s an image"
-            )
+        return seconds, None
 
     def _workspace(self, n: int) -> _Workspace:
         cache = getattr(self._local, "workspaces", None)
@@ -462,20 +473,30 @@ class Engine:
             cache.move_to_end(n)
         return workspace
 
-    def _steps(self, x: np.ndarray, workspace: _Workspace, first: int, last: int) -> None:
-        """Runs steps ``first`` … ``last - 1`` of the episodes in ``workspace`` (state and location already set)."""
+    def _steps(
+        self, x: np.ndarray, workspace: _Workspace, first: int, last: int, deadline: float = math.inf
+    ) -> None:
+        """Runs steps ``first`` … ``last - 1`` of the episodes in ``workspace`` (state and location already set).
+
+        Raises:
+            _TooSlow: past ``deadline`` (``time.perf_counter()``) after a step: the check at load times batch 1
+                only, and a graph may be slow at other batch sizes alone.
+        """
         g, k, s = self.info.sensor.glimpse_size, self.info.sensor.num_scales, self.info.sensor.scale_factor
         glimpse, run, options, threads = self._glimpse, self._run, self._run_options, self.threads or 0
         rho, locations, bindings = workspace.glimpse, workspace.location_rows, workspace.raw_bindings
+        clock = time.perf_counter
         for t in range(first, last):
             glimpse(x, locations[t], g, k, s, rho, threads)  # ρ(x, l_{t-1}) → (n, k, C, g, g)
             run(bindings[t], options)
+            if clock() > deadline:
+                raise _TooSlow(len(x))
 
     def _run_episode(self, x: np.ndarray, step_logits: np.ndarray, locations: np.ndarray) -> None:
         T = self.info.num_glimpses
         workspace = self._workspace(len(x))
         workspace.start()
-        self._steps(x, workspace, 0, T)
+        self._steps(x, workspace, 0, T, _deadline(len(x)))
         step_logits[...] = workspace.logits.transpose(1, 0, 2)  # (n, T, classes)
         locations[...] = workspace.locations[:T].transpose(1, 0, 2)  # (n, T, 2)
 
@@ -496,8 +517,9 @@ class Engine:
         active = np.arange(len(x))  # rows of this chunk still running
         workspace = self._workspace(len(x))
         workspace.start()
+        deadline = _deadline(len(x))
         for t in range(T):
-            self._steps(x, workspace, t, t + 1)
+            self._steps(x, workspace, t, t + 1, deadline)
             step_logits[active, t] = workspace.logits[t]
             locations[active, t] = workspace.locations[t]
             stop = _softmax(workspace.logits[t]).max(axis=1) >= threshold  # (n_active,)
@@ -617,6 +639,20 @@ def _direct_sensor() -> Callable[..., Any]:
         return sensor.extract_glimpses(images, locations, g, k, s, out=out, threads=threads)
 
     return reference
+
+
+class _TooSlow(Exception):
+    """An internal batch ran past its deadline; args: (images in it,)."""
+
+
+def _deadline(images: int) -> float:
+    """When an internal batch of ``images`` must be done: EPISODE_SECONDS an image, and DEADLINE_SPARE_SECONDS."""
+    return time.perf_counter() + EPISODE_SECONDS * images + DEADLINE_SPARE_SECONDS
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _concatenate(parts: list[Prediction]) -> Prediction:

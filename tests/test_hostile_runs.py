@@ -109,9 +109,8 @@ def test_a_graph_that_multiplies_sizes_is_stopped_by_the_memory_bound(tiny_rnn_p
     import resource
 
     model = _edited(tiny_rnn_path, tmp_path, "bomb", _outer_product_bomb)
-    engine = load_model(model, threads=1)
     with pytest.raises(ModelFormatError, match=r"bomb\.onnx: the step network failed to run \(.*3200000000"):
-        engine.predict_files(digit_files[:1])
+        load_model(model, threads=1)  # the step run at load asks for it
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 2 << 20  # KiB: the process stayed under 2 GiB
 
 
@@ -125,7 +124,7 @@ def test_a_model_whose_episode_would_take_too_long_is_refused_at_load(tiny_rnn_p
 
     model = _edited(tiny_rnn_path, tmp_path, "slow_steps", slow)
     started = time.monotonic()
-    message = r"slow_steps\.onnx: one step takes .* at batch 1, so 1000 glimpses would take more than 5 s"
+    message = r"slow_steps\.onnx: one step takes .* at batch 1, so 1000 glimpses would take more than 1 s"
     with pytest.raises(ModelFormatError, match=message):
         load_model(model, threads=1)
     assert time.monotonic() - started < 10
@@ -323,3 +322,18 @@ def test_engine_on_a_fifo_refuses_it_without_blocking(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout == f"{fifo}: not a regular file (a pipe, device or socket)\n"
+
+
+def test_predict_stops_an_internal_batch_that_runs_past_its_deadline(tiny_rnn_path, images, monkeypatch):
+    """The timed steps at load see batches 1 and 2 only; predict keeps a deadline of its own (EPISODE_SECONDS an
+    image), checked after every step, for a graph whose cost grows faster than the batch. Here the budget is shrunk
+    so that any model runs past it."""
+    from ram_infer import engine as engine_module
+
+    engine = load_model(tiny_rnn_path, threads=1)
+    monkeypatch.setattr(engine_module, "EPISODE_SECONDS", 1e-9)
+    monkeypatch.setattr(engine_module, "DEADLINE_SPARE_SECONDS", 0.0)
+    for early_exit in (None, 0.99):
+        with pytest.raises(ModelFormatError, match=r"tiny_rnn\.onnx: the step network took more than 1e-09 s an "
+                                                   r"image on a batch of 64"):
+            engine.predict(images, early_exit=early_exit)
