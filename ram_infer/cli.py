@@ -366,6 +366,8 @@ class _Run:
                 prediction = engine.predict(x, early_exit=self.args.early_exit, batch_size=self.args.batch_size)
             except ModelFormatError as error:  # a graph whose real shapes differ from what it declares
                 raise _ModelFailed(str(error)) from None
+            except ValueError as error:  # our decoded images are finite: the model's input format made them not
+                raise _ModelFailed(f"{engine.path}: {error} (check ram.input.value_scale)") from None
         for i, file in enumerate(files):
             if i in problems:
                 self.fail(file, problems[i])
@@ -416,14 +418,30 @@ class _Run:
 
     def trace(self, info: ModelInfo, file: str, source: Any, prediction: Prediction, row: int, several: bool) -> bool:
         """Writes the input's trace; if it cannot, reports the input as failed (its only record) and returns False."""
-        from ram_infer.draw import draw_glimpses, save_trace
+        from PIL import Image
+
+        from ram_infer.draw import save_trace
 
         out = self.args.trace
         if several:
             stem = "stdin" if file == STDIN else Path(file).stem
             out = out.with_name(f"{out.stem}_{stem}{out.suffix}")
+        if file != STDIN and _same_file(out, Path(file)):
+            self.fail(file, f"the trace {out} would overwrite the input")
+            return False
+        try:
+            save_trace(out, self.draw(info, source, prediction, row, out))
+        except (OSError, ValueError, MemoryError, Image.DecompressionBombError) as error:
+            self.fail(file, f"cannot write the trace {out} ({error})")
+            return False
+        return True
+
+    def draw(self, info: ModelInfo, source: Any, prediction: Prediction, row: int, out: Path) -> list[Any]:
+        """The trace's frames (Pillow images), drawn on the user's image."""
+        from ram_infer.draw import draw_glimpses
+
         shape = info.input
-        frames = draw_glimpses(
+        return draw_glimpses(
             np.zeros((shape.channels, shape.height, shape.width), np.float32),  # the size the locations refer to
             prediction.locations[row],
             info.sensor,
@@ -433,12 +451,6 @@ class _Run:
             caption=_answer(info, prediction, row),
             on=source,  # the user's image, not the model's input
         )
-        try:
-            save_trace(out, frames)
-        except (OSError, ValueError) as error:
-            self.fail(file, f"cannot write the trace {out} ({error})")
-            return False
-        return True
 
     def list_models(self, bundled: dict[str, Path]) -> int:
         from ram_infer import engine
@@ -476,6 +488,14 @@ def _answer(info: ModelInfo, prediction: Prediction, row: int) -> str:
     """``label (confidence)`` of one row, as the text output shows it."""
     label = int(prediction.labels[row])
     return f"{_printable(info.labels[label])} ({prediction.probabilities[row, label]:.1%})"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one existing file (links followed)."""
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _listing(folder: Path, recursive: bool) -> list[Path]:

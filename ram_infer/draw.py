@@ -22,6 +22,7 @@ from ram_infer.sensor import centre_pixel
 DEFAULT_MIN_SIDE = 280
 # RGB pixels of all frames together (≈ 100 MB): a GIF of T frames of a 1×8192 input upscaled to 280 px would be 5 GB.
 MAX_TRACE_PIXELS = 1 << 25
+MAX_CAPTION = 80  # characters of a caption; a model's label may be a megabyte long
 FRAME_MILLISECONDS = 600
 # One colour per glimpse, cycling: distinct on both dark and light backgrounds.
 COLOURS = ((255, 64, 64), (255, 170, 0), (230, 230, 0), (64, 220, 64), (0, 200, 255), (90, 120, 255), (220, 90, 255))
@@ -82,8 +83,11 @@ def draw_glimpses(
     path_colour = (255, 255, 255) if np.asarray(picture.convert("L")).mean() < 128 else (0, 0, 0)  # contrasting
     cx = centre_pixel(locations[:count, 0], w)  # (count,)
     cy = centre_pixel(locations[:count, 1], h)  # (count,)
-    font = ImageFont.load_default(size=max(10, int(3 * unit)))
-    thin, thick = max(1, int(unit) // 5), max(1, int(unit) // 4)
+    # Sizes follow the input's pixels on the drawing, within the drawing: an image of 1 × 60 000 pixels stretches one
+    # input pixel over hundreds of the drawing's.
+    largest = max(10, min(base.size) // 6)
+    font = ImageFont.load_default(size=min(largest, max(10, int(3 * unit))))
+    thin, thick = (min(max(1, int(unit) // d), max(1, largest // 8)) for d in (5, 4))
     frames = []
     for t in range(first, count + 1):
         frame = base.copy()
@@ -102,7 +106,7 @@ def draw_glimpses(
             pen.text(at(corner[0] + 0.3, corner[1] + 0.1), str(i + 1), fill=colour, font=font)
         frames.append(frame)
     if caption:
-        _write_caption(frames[-1], caption, font)
+        _write_caption(frames[-1], caption if len(caption) <= MAX_CAPTION else caption[: MAX_CAPTION - 1] + "…", font)
     return frames
 
 

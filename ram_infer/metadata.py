@@ -64,6 +64,9 @@ LIMITS = {
     "input.channels": 4,
     "labels": 10_000,
 }
+# Ranges of numbers: an 8-bit pixel p enters the model as p / value_scale, which must stay a finite float32 (a
+# value_scale of 1e-45 made every pixel infinite); 1 and 255 are the usual ones, 65535 that of 16-bit data.
+VALUE_RANGES = {"input.value_scale": (1e-6, 1e6)}
 # A value's JSON text at most: the bundled models' longest (ram.training) is under 2 k characters, ten thousand labels
 # of a hundred characters fit; a hostile file's 200 MB value would cost seconds and gigabytes to parse.
 MAX_VALUE_CHARS = 1 << 20
@@ -361,8 +364,9 @@ class _Reader:
         return value
 
     def positive_number(self, key: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise self._error(key, f"must be a positive number, got {_show(value)}")
+        low, high = VALUE_RANGES.get(key, (0.0, math.inf))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
+            raise self._error(key, f"must be a number in ({low:g}, {high:g}], got {_show(value)}")
         return float(value)
 
     def choice(self, key: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -87,7 +87,8 @@ def test_bad_value_is_refused(key, value, message):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("value_scale", 0, r"ram\.input\.value_scale must be a positive number"),
+        ("value_scale", 0, r"ram\.input\.value_scale must be a number in \(1e-06, 1e\+06\]"),
+        ("value_scale", 1e-45, r"ram\.input\.value_scale must be a number in \(1e-06, 1e\+06\], got 1e-45"),
         ("background", "grey", r"ram\.input\.background must be one of \['dark', 'light'\]"),
         ("placement", "stretch", r"ram\.input\.placement must be one of \['mnist', 'canvas'\]"),
         ("channels", 0, r"ram\.input\.channels must be an integer >= 1"),
