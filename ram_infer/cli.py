@@ -68,19 +68,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with status 130 without returning.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
+    if sys.stderr is None:  # started with stderr closed (2>&-): nowhere to say anything, but no traceback either
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:  # started with stdout closed (>&-)
+        sys.stderr.write("ram-infer: standard output is closed\n")
+        return EXIT_FAILED
     for stream in (sys.stdout, sys.stderr):
         # A file name that the terminal's encoding cannot show must not turn into a UnicodeEncodeError traceback.
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    if "--version" in argv:  # fast path: no onnxruntime, no Pillow
-        print(f"ram-infer {__version__}")
-        return EXIT_OK
     try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exit:  # argparse has printed the usage error (or --help)
-        return exit.code if isinstance(exit.code, int) else EXIT_FAILED
-    try:
-        status = _interruptible(_Run(args, sys.stdout, sys.stderr).run)
+        status = _run(argv)
         sys.stdout.flush()  # here, not at interpreter exit, where a write error becomes an "Exception ignored" text
     except BrokenPipeError:  # the reader went away (`| head -1`): as for any Unix filter, not an error to report
         _discard_stdout()
@@ -90,6 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"ram-infer: cannot write the output ({error.strerror or error})\n")
         return EXIT_FAILED
     return status
+
+
+def _run(argv: list[str]) -> int:
+    if "--version" in argv:  # fast path: no onnxruntime, no Pillow
+        sys.stdout.write(f"ram-infer {__version__}\n")
+        return EXIT_OK
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit:  # argparse has printed the usage error (or --help)
+        return exit.code if isinstance(exit.code, int) else EXIT_FAILED
+    return _interruptible(_Run(args, sys.stdout, sys.stderr).run)
 
 
 def _interruptible(work: Callable[[], int]) -> int:
@@ -112,6 +121,8 @@ def _interruptible(work: Callable[[], int]) -> int:
     try:
         worker.join()
     except KeyboardInterrupt:
+        if "ram_infer.images" in sys.modules:  # a TIFF decode may hold file descriptor 2 on /dev/null
+            sys.modules["ram_infer.images"].restore_stderr()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -282,7 +293,7 @@ class _Run:
         top = ";".join(f"{entry['label']}:{entry['probability']}" for entry in record.get("top_k", ()))
         row = {**record, "top_k": top}
         # Control characters escaped as in text: a CSV file is read in terminals and spreadsheets alike.
-        self.csv.writerow([_printable(str(row.get(column, ""))) for column in CSV_COLUMNS])
+        self.csv.writerow([_csv_cell(_printable(str(row.get(column, "")))) for column in CSV_COLUMNS])
 
     def load(self, bundled: dict[str, Path]) -> Engine | None:
         from ram_infer.engine import load_model
@@ -383,6 +394,8 @@ class _Run:
             values = read_intensities(file, max_pixels=max_pixels)  # (H, W, c)
         else:
             if self.stdin is None:
+                if sys.stdin is None:  # started with stdin closed (<&-)
+                    raise ImageError(f"{STDIN}: standard input is closed")
                 self.stdin = sys.stdin.buffer.read(MAX_STDIN_BYTES + 1)
             if len(self.stdin) > MAX_STDIN_BYTES:
                 raise ImageError(f"{STDIN}: more than {MAX_STDIN_BYTES} bytes on standard input")
@@ -488,6 +501,12 @@ def _answer(info: ModelInfo, prediction: Prediction, row: int) -> str:
     """``label (confidence)`` of one row, as the text output shows it."""
     label = int(prediction.labels[row])
     return f"{_printable(info.labels[label])} ({prediction.probabilities[row, label]:.1%})"
+
+
+def _csv_cell(text: str) -> str:
+    """A cell a spreadsheet shows as text: one that starts like a formula (a label "=HYPERLINK(…)" from a model's
+    metadata, a file name) gets a leading apostrophe, as OWASP's advice on CSV injection says."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and text != STDIN else text
 
 
 def _same_file(a: Path, b: Path) -> bool:

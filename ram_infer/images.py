@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import stat
 import struct
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,11 @@ import numpy.typing as npt
 from PIL import ExifTags, Image, JpegImagePlugin, UnidentifiedImageError
 
 from ram_infer.metadata import InputFormat
+
+# Pillow logs some decoding problems ("More samples per pixel than can be decoded") besides raising; without a handler
+# of its own, Python's last-resort handler prints them on stderr, next to the one line a bad file gets. An application
+# that configures logging still receives them.
+logging.getLogger("PIL").addHandler(logging.NullHandler())
 
 # What preprocess takes: a path, an image file's bytes, a Pillow image, or an array (see prepare_array).
 ImageLike = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | npt.ArrayLike
@@ -66,6 +73,10 @@ IMAGE_SUFFIXES = tuple(suffix for suffixes in _SUFFIXES_BY_FORMAT.values() for s
 _PILLOW_FORMATS = tuple(name.upper() for name in DECODABLE_FORMATS)  # Pillow's identifiers ("WEBP")
 
 DEFAULT_MAX_PIXELS = 64_000_000
+# An image file's size at most. Decoders read what a file holds besides its pixels (metadata chunks, tags, markers)
+# into memory or walk through it: a 1 GB chunk in a PNG of a few pixels took 2 GB. A photograph of the pixel limit is
+# a few tens of MB as a JPEG, about 200 MB as an uncompressed RGB PNG or TIFF.
+MAX_FILE_BYTES = 256 << 20
 # Decoding budget. A progressive JPEG is decoded scan by scan, each scan a pass over the coefficients of the whole
 # image, so the work is scans × pixels, whatever the file size: 10 000 empty refinement scans over 8000×8000 pixels
 # (a 1.3 MB file) decoded for 45 s to 6 min (≈ 0.6 ns per scan and pixel, measured with Pillow 13's libjpeg-turbo).
@@ -237,24 +248,43 @@ def _libtiff_silenced(active: bool) -> Iterator[None]:
     ("Using code not yet in table."), next to the one line a bad file gets; Pillow raises for the errors anyway.
 
     The descriptor is the process's, so another thread's stderr output in that window is lost too; only TIFF needs it.
+    Decodes in several threads share one redirection (the first saves the real stderr, the last puts it back).
     """
     if not active:
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
+    with _stderr_lock:
+        if _stderr_saved[1] == 0:
+            sys.stderr.flush()
+            _stderr_saved[0] = os.dup(2)
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+        _stderr_saved[1] += 1
     try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _stderr_lock:
+            _stderr_saved[1] -= 1
+            if _stderr_saved[1] == 0:
+                restore_stderr()
+
+
+def restore_stderr() -> None:
+    """Puts the real stderr back on file descriptor 2 if a TIFF decode holds it (the CLI's Ctrl-C line needs it)."""
+    if _stderr_saved[0] is not None:
+        os.dup2(_stderr_saved[0], 2)
+        os.close(_stderr_saved[0])
+        _stderr_saved[0] = None
+
+
+_stderr_lock = threading.Lock()
+_stderr_saved: list = [None, 0]  # the real stderr's descriptor while redirected, and the decodes holding it
 
 
 def _check_regular_file(path: str | os.PathLike, source: str) -> None:
     try:
-        kind = os.stat(path).st_mode
+        info = os.stat(path)
+        kind = info.st_mode
     except FileNotFoundError:
         raise ImageError(f"{source}: no such file") from None
     except OSError as error:
@@ -264,6 +294,8 @@ def _check_regular_file(path: str | os.PathLike, source: str) -> None:
     if not stat.S_ISREG(kind):
         # Opening a FIFO blocks until someone writes to it, and a device may never end: neither is an image file.
         raise ImageError(f"{source}: not a regular file (a pipe, device or socket)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ImageError(f"{source}: {info.st_size} bytes is more than an image file's limit of {MAX_FILE_BYTES}")
 
 
 def _check_size(image: Image.Image, source: str, max_pixels: int) -> None:

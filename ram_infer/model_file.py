@@ -54,6 +54,9 @@ OPTIONAL_INPUTS = frozenset(
     "BatchNormalization Clip Conv Gemm LayerNormalization ReduceMax ReduceMean ReduceMin ReduceSum Slice Split Squeeze "
     "Unsqueeze".split()
 )
+# What a step model holds at most. The bundled ones: about 30 operators, 20 initializers, 6 ports, 10 metadata entries.
+# ONNX Runtime builds its graph in time and memory that grow with them (300 000 operators in a 7 MB file: 32 s, 1 GB).
+MAX_COUNTS = {"operators": 10_000, "initializers": 10_000, "graph inputs and outputs": 100, "metadata entries": 1_000}
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 _GRAPH_ATTRIBUTES = ("g", "graphs")
 
@@ -103,6 +106,7 @@ def check_model_bytes(data: bytes, source: str) -> None:
         model.ParseFromString(data)
     except (DecodeError, RecursionError, ValueError):
         raise ModelFormatError(f"{source}: not a readable ONNX model (not a valid protobuf)") from None
+    _check_counts(model, source)
     for entry in model.metadata_props:
         _check_utf8(entry.key, source, "a metadata key")
         _check_utf8(entry.value, source, f"metadata {_text(entry.key)!r}")
@@ -133,6 +137,24 @@ def check_model_bytes(data: bytes, source: str) -> None:
         elements = math.prod(tensor.dims)
         if min(tensor.dims, default=0) < 0 or elements > 2 * len(data):
             raise ModelFormatError(f"{source}: tensor {name!r} declares {elements} elements, more than the file holds")
+
+
+def _check_counts(model: Any, source: str) -> None:
+    """Refuses more nodes, weights or metadata entries than ``MAX_COUNTS`` allows, and any sparse tensor."""
+    graph = model.graph
+    counts = {
+        "operators": len(graph.node),
+        "initializers": len(graph.initializer),
+        "graph inputs and outputs": len(graph.input) + len(graph.output),
+        "metadata entries": len(model.metadata_props),
+    }
+    for what, count in counts.items():
+        if count > MAX_COUNTS[what]:
+            raise ModelFormatError(f"{source}: {count} {what}, more than a step model's limit of {MAX_COUNTS[what]}")
+    # ONNX Runtime makes a sparse initializer dense while it builds the graph, whatever size it declares (a 13 kB file
+    # asked for 3 GB); a step model's weights are dense.
+    if len(graph.sparse_initializer) or any(_attribute_sparse(graph)):
+        raise ModelFormatError(f"{source}: holds sparse tensors, which a step model does not use")
 
 
 def _check_node(node: Any, source: str) -> None:

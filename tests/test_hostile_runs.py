@@ -337,3 +337,62 @@ def test_predict_stops_an_internal_batch_that_runs_past_its_deadline(tiny_rnn_pa
         with pytest.raises(ModelFormatError, match=r"tiny_rnn\.onnx: the step network took more than 1e-09 s an "
                                                    r"image on a batch of 64"):
             engine.predict(images, early_exit=early_exit)
+
+
+def test_a_trace_never_overwrites_its_input(run_json, digit_files, tmp_path):
+    victim = tmp_path / "victim.png"
+    shutil.copy(digit_files[0], victim)
+    before = victim.read_bytes()
+    status, records = run_json(str(victim), "--trace", str(victim))
+    assert status == 2 and records == [{"file": str(victim), "error": f"the trace {victim} would overwrite the input"}]
+    assert victim.read_bytes() == before
+
+
+def test_a_long_label_is_cut_short_on_the_trace(tiny_rnn_path, tmp_path, digit_files):
+    model = _edited(tiny_rnn_path, tmp_path, "long_label", _set_metadata("ram.labels", ["x" * 100_000] * 10))
+    result = _cli(str(digit_files[0]), "--trace", str(tmp_path / "trace.png"), "--json", "--model", str(model))
+    assert result.returncode == 0 and result.stderr == "" and (tmp_path / "trace.png").stat().st_size > 0
+
+
+def test_csv_cells_that_look_like_formulas_are_quoted_as_text(tiny_rnn_path, tmp_path, digit_files, capsys):
+    import csv
+
+    labels = ['=HYPERLINK("http://example.invalid/","x")'] + [f"+{i}" for i in range(1, 10)]
+    model = _edited(tiny_rnn_path, tmp_path, "formulas", _set_metadata("ram.labels", labels))
+    main([*map(str, digit_files), "--format", "csv", "--model", str(model)])
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert rows and all(row["label"].startswith("'") for row in rows)
+
+
+def test_closed_standard_streams_give_one_line(tiny_rnn_path, digit_files):
+    model = ["--model", str(tiny_rnn_path)]
+    stdin_closed = subprocess.run([sys.executable, "-m", "ram_infer", "-", str(digit_files[0]), *model],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                                  preexec_fn=lambda: os.close(0))
+    assert stdin_closed.returncode == 2 and stdin_closed.stderr == "-: standard input is closed\n"
+    stdout_closed = subprocess.run([sys.executable, "-m", "ram_infer", str(digit_files[0]), *model],
+                                   stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
+    assert (stdout_closed.returncode, stdout_closed.stderr) == (2, "ram-infer: standard output is closed\n")
+
+
+def test_a_too_small_value_scale_is_refused(tiny_rnn_path, tmp_path):
+    shape = {"height": 28, "width": 28, "channels": 1, "value_scale": 1e-45, "background": "dark",
+             "placement": "mnist"}
+    model = _edited(tiny_rnn_path, tmp_path, "tiny_scale", _set_metadata("ram.input", shape))
+    with pytest.raises(ModelFormatError, match=r"ram\.input\.value_scale must be a number in \(1e-06, 1e\+06\]"):
+        load_model(model, threads=1)
+
+
+def test_sparse_tensors_and_too_many_operators_are_refused(tiny_rnn_path, tmp_path):
+    def sparse(proto) -> None:
+        values = numpy_helper.from_array(np.ones(1, np.float32), "huge")
+        indices = numpy_helper.from_array(np.zeros(1, np.int64), "huge_indices")
+        proto.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [20_000, 20_000]))
+
+    def many(proto) -> None:
+        proto.graph.node.extend(helper.make_node("Neg", ["location"], [f"neg{i}"]) for i in range(10_001))
+
+    with pytest.raises(ModelFormatError, match=r"holds sparse tensors, which a step model does not use"):
+        load_model(_edited(tiny_rnn_path, tmp_path, "sparse", sparse), threads=1)
+    with pytest.raises(ModelFormatError, match=r"\d+ operators, more than a step model's limit of 10000"):
+        load_model(_edited(tiny_rnn_path, tmp_path, "many", many), threads=1)

@@ -509,3 +509,36 @@ def test_placement_maps_the_canvas_input_back_to_the_image():
         assert x[0, v, u] == pytest.approx(values[int(image_y), int(image_x), 0] * 255 / canvas.value_scale)
     _, shrunk = place_intensities(np.zeros((120, 120, 1), np.float32), canvas, source="shrunk")
     assert shrunk.to_image(0, 0) == (0, 0) and shrunk.to_image(60, 60) == (120, 120)
+
+
+def test_an_image_file_above_the_size_limit_is_refused_from_its_size(tmp_path):
+    """A PNG of a few pixels with a chunk of MAX_FILE_BYTES: decoders read such chunks into memory."""
+    from ram_infer.images import MAX_FILE_BYTES
+
+    path = tmp_path / "padded.png"
+    with open(path, "wb") as file:
+        image = io.BytesIO()
+        Image.new("L", (2, 2)).save(image, format="PNG")
+        file.write(image.getvalue())
+        file.truncate(MAX_FILE_BYTES + 1)  # a sparse file: nothing written to the disk
+    with pytest.raises(ImageError, match=rf"padded\.png: {MAX_FILE_BYTES + 1} bytes is more than an image file"):
+        load_image(path, MNIST)
+
+
+def test_tiff_decodes_in_threads_give_stderr_back(tmp_path):
+    """libtiff's messages go to /dev/null while it decodes; decodes in several threads share that and restore it."""
+    code = """
+import os, threading
+from ram_infer.images import load_image
+from ram_infer.metadata import InputFormat
+threads = [threading.Thread(target=lambda: [load_image(os.environ["TIFF"], InputFormat(28, 28, 1)) for _ in range(30)])
+           for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+os.write(2, b"stderr is back\\n")
+"""
+    tiff = tmp_path / "digit.tiff"
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(tiff, compression="tiff_lzw")
+    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TIFF": str(tiff)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr == "stderr is back\n"
