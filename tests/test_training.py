@@ -510,3 +510,13 @@ def test_a_run_trained_on_cuda_reads_on_the_cpu(data_root: Path, tmp_path: Path)
     model = load_checkpoint(tmp_path / "checkpoint.pt")[0].eval()
     images, labels = synthetic_digits(512, seed=1)  # data_root's validation split
     assert errors_per_glimpse(model, images[:, None], labels)[-1] < 0.2
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["train"], ["eval"]])
+def test_ram_train_usage_errors_are_one_line(args) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ram_infer.training", *args], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and result.stderr.startswith("ram-train")

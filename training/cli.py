@@ -16,7 +16,7 @@ import argparse
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .presets import PRESETS  # no torch: the presets are configurations
 
@@ -60,9 +60,16 @@ def command_handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
             "episode": episode.command_episode, "export": export.command_export}
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the contract for bad settings), not the usage block and the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """ram-train's parser; each sub-command's namespace carries its function as ``handler``."""
-    parser = argparse.ArgumentParser(prog="ram-train", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="ram-train", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (add_train, add_eval, add_card, add_episode, add_export):
         name, command = add(commands)
