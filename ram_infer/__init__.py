@@ -5,7 +5,6 @@ The engine names (``load_model``, ``Engine``, ``Prediction``) load onnxruntime o
 """
 
 from ram_infer.metadata import ModelFormatError
-from ram_infer.sensor import extract_glimpses
 
 __version__ = "0.1.0"
 __all__ = ["extract_glimpses", "load_model", "Engine", "Prediction", "ModelFormatError", "__version__"]
@@ -17,4 +16,8 @@ def __getattr__(name: str):
         from ram_infer import engine
 
         return getattr(engine, name)
+    if name == "extract_glimpses":
+        from ram_infer.sensor import extract_glimpses
+
+        return extract_glimpses
     raise AttributeError(f"module 'ram_infer' has no attribute {name!r}")

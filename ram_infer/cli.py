@@ -37,16 +37,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-import numpy as np
-
 from ram_infer import __version__
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ram_infer.engine import Engine, Prediction
     from ram_infer.metadata import ModelInfo
 
-# ram_infer.engine (onnxruntime), ram_infer.images and ram_infer.draw (Pillow) are imported in the methods that use
-# them, so that `ram-infer --version` and `--help` do not pay for loading them.
+# numpy, ram_infer.engine (onnxruntime), ram_infer.images and ram_infer.draw (Pillow) are imported in the methods that
+# use them, on the worker thread: `ram-infer --version` and `--help` do not pay for loading them, and Ctrl-C while
+# they load ends the run with its one line instead of a traceback from inside an import.
 
 DEFAULT_MODEL = "mnist"
 STDIN = "-"
@@ -80,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         status = _run(argv)
         sys.stdout.flush()  # here, not at interpreter exit, where a write error becomes an "Exception ignored" text
+    except KeyboardInterrupt:  # before the worker thread took over (parsing the arguments)
+        sys.stderr.write("ram-infer: interrupted\n")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader went away (`| head -1`): as for any Unix filter, not an error to report
         _discard_stdout()
         return EXIT_FAILED
@@ -121,8 +125,9 @@ def _interruptible(work: Callable[[], int]) -> int:
     try:
         worker.join()
     except KeyboardInterrupt:
-        if "ram_infer.images" in sys.modules:  # a TIFF decode may hold file descriptor 2 on /dev/null
-            sys.modules["ram_infer.images"].restore_stderr()
+        restore = getattr(sys.modules.get("ram_infer.images"), "restore_stderr", None)  # None while it loads
+        if restore is not None:  # a TIFF decode may hold file descriptor 2 on /dev/null
+            restore()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
@@ -353,6 +358,8 @@ class _Run:
         return files
 
     def classify(self, engine: Engine, files: list[str], several: bool) -> None:
+        import numpy as np
+
         from ram_infer.images import DEFAULT_MAX_PIXELS, ImageError
         from ram_infer.metadata import ModelFormatError
 
@@ -451,6 +458,8 @@ class _Run:
 
     def draw(self, info: ModelInfo, source: Any, prediction: Prediction, row: int, out: Path) -> list[Any]:
         """The trace's frames (Pillow images), drawn on the user's image."""
+        import numpy as np
+
         from ram_infer.draw import draw_glimpses
 
         shape = info.input

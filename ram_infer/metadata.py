@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ram_infer.sensor import MAX_PATCH_SIDE  # the sensor's limit on g·s^(k-1)
+from ram_infer.limits import MAX_PATCH_SIDE  # the sensor's limit on g·s^(k-1)
 
 FORMAT_VERSION = 1
 PREFIX = "ram."

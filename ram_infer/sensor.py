@@ -16,18 +16,14 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from ram_infer.limits import MAX_IMAGE_SIDE, MAX_PATCH_SIDE, MAX_SCALES  # csrc/checks.h's, for the numpy reference
+
 try:
     from ram_infer import _sensor
 except ImportError:  # a source checkout without the compiled module still has the numpy reference
     _sensor = None
 
 BACKENDS = ("numpy", "cpu", "cuda")
-# The sensor's limits, defined in csrc/checks.h (kMaxImageSide, kMaxPatchSide, kMaxScales) and repeated here for the
-# numpy reference, which runs where the extension is not built; tests/test_sensor.py checks them against the extension.
-MAX_IMAGE_SIDE = 1 << 28
-MAX_PATCH_SIDE = 1 << 24
-MAX_SCALES = 64  # s >= 2 reaches the patch limit by 24 scales; s = 1 only repeats
-
 
 
 class CudaArray(Protocol):
