@@ -1,7 +1,7 @@
 """ram-infer: the Recurrent Attention Model (Mnih et al. 2014) run without PyTorch.
 
-The engine names (``load_model``, ``Engine``, ``Prediction``) load onnxruntime on first use, so ``ram-infer
---version`` and ``import ram_infer`` for the sensor alone stay fast.
+The engine names (``load_model``, ``Engine``, ``Prediction``) load onnxruntime, and ``extract_glimpses`` numpy and
+the compiled sensor, on first use: ``import ram_infer`` and ``ram-infer --version`` load neither.
 """
 
 from ram_infer.metadata import ModelFormatError
