@@ -14,14 +14,14 @@ confidence, glimpses_used, top_k, error`` (``top_k`` as ``label:probability`` pa
 locations are in the JSON output only.
 
 An input that fails (missing, empty, corrupt, unreadable, a directory without images, a trace that cannot be
-written) prints one line ``file: problem`` on stderr (and ``{"file", "error"}`` on stdout with ``--json``, the only
-record of that input); the other inputs are still processed, and the exit status is 2. A model that cannot be
-loaded, or whose step network fails to run or gives non-finite values, stops everything with one line and status 2,
-as does output that cannot be written (a full disk; a closed pipe, as in ``ram-infer dir/ | head -1``, ends it
-silently). Ctrl-C ends any run at once with status 130. In text output the control characters and undecodable bytes
-of file names and of what the model's metadata supplies (labels, data set) are escaped (``\n``, ``\x1b``,
-``\udcff``), so every result stays one line and nothing reaches the terminal as a control sequence; JSON output
-carries them as JSON strings.
+written) prints one line ``file: problem`` on stderr (and, in JSON or CSV output, a ``{"file", "error"}`` record on
+stdout, the only record of that input); the other inputs are still processed, and the exit status is 2. A model that
+cannot be loaded, or whose step network fails to run or gives non-finite values, stops everything with one line and
+status 2, as does output that cannot be written (a full disk; a closed pipe, as in ``ram-infer dir/ | head -1``,
+ends it silently). Ctrl-C ends any run at once with status 130. In text output the control characters and
+undecodable bytes of file names and of what the model's metadata supplies (labels, data set) are escaped (``\n``,
+``\x1b``, ``\udcff``), so every result stays one line and nothing reaches the terminal as a control sequence; JSON
+output carries them as JSON strings.
 """
 
 from __future__ import annotations
@@ -317,9 +317,8 @@ class _Run:
 
         # ONNX Runtime logs a failing node on stderr itself; the CLI reports every failure in its own one line.
         onnxruntime.set_default_logger_severity(4)
-        threads = self.args.threads
-        if threads is not None and threads > usable_cores():
-            cores = usable_cores()
+        threads, cores = self.args.threads, usable_cores()
+        if threads is not None and threads > cores:
             self.err.write(f"ram-infer: --threads {threads} is more than the {cores} usable cores; using {cores}\n")
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -283,28 +283,30 @@ class Engine:
         try:
             for begin in range(0, n, chunk):
                 rows = slice(begin, min(n, begin + chunk))
-                chunk_logits = np.empty((rows.stop - begin, T, classes), np.float32)  # (n, T, classes)
+                # Every step's logits of this chunk: in the result if asked for, else in a scratch array.
+                chunk_logits = np.empty((rows.stop - begin, T, classes), np.float32) if step_logits is None else (
+                    step_logits[rows]
+                )  # (n, T, classes)
                 if early_exit is None:
                     self._run_episode(x[rows], chunk_logits, locations[rows])
+                    logits[rows] = chunk_logits[:, T - 1]
                 else:
                     self._run_episode_early_exit(
                         x[rows], early_exit, chunk_logits, locations[rows], glimpses_used[rows]
                     )
-                logits[rows] = chunk_logits[np.arange(len(chunk_logits)), glimpses_used[rows] - 1]
-                if step_logits is not None:
-                    step_logits[rows] = chunk_logits
+                    logits[rows] = chunk_logits[np.arange(len(chunk_logits)), glimpses_used[rows] - 1]
         except _TooSlow as slow:
             raise ModelFormatError(
                 f"{self.path}: the step network took more than {EPISODE_SECONDS:g} s an image on a batch of "
                 f"{slow.args[0]}"
             ) from None
         except (RuntimeError, *_ORT_LOAD_ERRORS) as error:
-            raise ModelFormatError(f"{self.path}: the step network failed to run ({_first_line(error)})") from None
+            raise ModelFormatError(f"{self.path}: the step network failed to run ({_error_line(error)})") from None
         except ValueError:  # the sensor refuses a NaN location: from a glimpsed NaN or inf pixel, or from the network
             _refuse_non_finite(x)
             raise ModelFormatError(f"{self.path}: the step network gave a NaN location") from None
-        outputs = (logits, locations) if step_logits is None else (logits, locations, step_logits)
-        if not all(np.isfinite(output).all() for output in outputs):
+        finite = np.isfinite(logits).all() and np.isfinite(locations).all()
+        if not finite or (step_logits is not None and not np.isfinite(step_logits).all()):
             _refuse_non_finite(x)
             raise ModelFormatError(f"{self.path}: the step network gave non-finite logits or locations (NaN or inf)")
         return Prediction(
@@ -425,10 +427,11 @@ class Engine:
         ``predict`` keeps a deadline of its own, for a graph that is slow at other batch sizes alone.
         """
         for n in (1, 2):
-            seconds, error = self._time_one_step(n, budget=n * EPISODE_SECONDS / self.info.num_glimpses)
+            budget = n * EPISODE_SECONDS / self.info.num_glimpses  # seconds a step of n images may take
+            seconds, error = self._time_one_step(n, budget)
             if error is not None:
-                raise ModelFormatError(f"{self.path}: the step network failed to run ({_first_line(error)})")
-            if seconds > n * EPISODE_SECONDS / self.info.num_glimpses:
+                raise ModelFormatError(f"{self.path}: the step network failed to run ({_error_line(error)})")
+            if seconds > budget:
                 took = "more than the budget" if math.isinf(seconds) else f"{seconds:.3g} s"
                 raise ModelFormatError(
                     f"{self.path}: one step takes {took} at batch {n}, so {self.info.num_glimpses} glimpses would "
@@ -479,8 +482,8 @@ class Engine:
         """Runs steps ``first`` … ``last - 1`` of the episodes in ``workspace`` (state and location already set).
 
         Raises:
-            _TooSlow: past ``deadline`` (``time.perf_counter()``) after a step: the check at load times batch 1
-                only, and a graph may be slow at other batch sizes alone.
+            _TooSlow: past ``deadline`` (``time.perf_counter()``) after a step: the check at load times batches 1
+                and 2 only, and a graph may be slow at other batch sizes alone.
         """
         g, k, s = self.info.sensor.glimpse_size, self.info.sensor.num_scales, self.info.sensor.scale_factor
         glimpse, run, options, threads = self._glimpse, self._run, self._run_options, self.threads or 0
@@ -593,8 +596,7 @@ def _open_session(
     except UnicodeDecodeError:  # a message quoting text that is not UTF-8 (read_model checks the names it knows)
         raise ModelFormatError(f"{path}: not a readable ONNX model (text that is not UTF-8)") from None
     except _ORT_LOAD_ERRORS as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise ModelFormatError(f"{path}: not a readable ONNX model ({reason})") from None
+        raise ModelFormatError(f"{path}: not a readable ONNX model ({_error_line(error, last=True)})") from None
 
 
 def _register_bounded_arena() -> bool:
@@ -650,9 +652,11 @@ def _deadline(images: int) -> float:
     return time.perf_counter() + EPISODE_SECONDS * images + DEADLINE_SPARE_SECONDS
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+def _error_line(error: BaseException, *, last: bool = False) -> str:
+    """One line of an ONNX Runtime error for our one-line messages: its first (the run's failure) or its last (the
+    loader's reason, after its stack of context lines); the error's type if it has no text."""
+    lines = str(error).strip().splitlines()
+    return (lines[-1] if last else lines[0]) if lines else type(error).__name__
 
 
 def _concatenate(parts: list[Prediction]) -> Prediction:

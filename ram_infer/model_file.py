@@ -179,12 +179,10 @@ def _check_node(node: Any, source: str) -> None:
 
 
 def _tensors(graph: Any) -> Iterator[tuple[str, Any]]:
-    """Every tensor whose data the file holds: initializers (sparse ones' values and indices), attribute tensors."""
+    """Every dense tensor whose data the file holds: initializers and attribute tensors (sparse ones are refused
+    before, by ``_check_counts``)."""
     for tensor in graph.initializer:
         yield _text(tensor.name), tensor
-    for sparse in (*graph.sparse_initializer, *_attribute_sparse(graph)):
-        yield _text(sparse.values.name), sparse.values
-        yield _text(sparse.indices.name) or _text(sparse.values.name), sparse.indices
     for node in graph.node:
         for attribute in node.attribute:
             name = f"{_text(node.op_type)}.{_text(attribute.name)}"
