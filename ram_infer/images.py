@@ -13,17 +13,24 @@ The steps, in order (each documented where it happens):
    the transparent background contrasts with the ink whatever its colour.
 4. channels: RGB → grey by ITU-R 601 luma (Pillow's ``L``) for one-channel models; grey → RGB repeated for
    three-channel models.
-5. polarity: if the border's mean disagrees with the model's background (bright border for a ``"dark"`` model, as in
-   a digit written on paper), the image is inverted.
+5. polarity (``"auto"`` models only; ``"keep"`` models, trained on photographs, skip it): if the border's mean
+   disagrees with the model's background (bright border for a ``"dark"`` model, as in a digit written on paper), the
+   image is inverted.
 6. placement, only when the size differs from the model's input (an image already of that size is used as is):
 
    - ``"mnist"`` (the MNIST preprocessing): contrast stretched so the background (the 99th percentile of the border,
      which flattens uneven lighting and noise) is 0 and the brightest pixel 1; cropped to the ink's bounding box
      (pixels above ``INK_THRESHOLD``); resized to fit a 20×20 box keeping the aspect ratio (20/28 of the input's
      shorter side); pasted so its centre of mass is at the input's centre.
-   - ``"canvas"`` (translated and cluttered models): an image larger than the canvas is shrunk to fit keeping the
-     aspect ratio; the image is then pasted at the centre of a zero canvas.
-7. value scale: intensity · 255 / ``value_scale`` (so 8-bit pixel values divided by ``value_scale``).
+   - ``"canvas"`` (translated and cluttered models; pad only): an image larger than the canvas is shrunk to fit
+     keeping the aspect ratio; the image is then pasted at the centre of a zero canvas.
+   - ``"fit"``: scaled up or down, keeping the aspect ratio, to the largest size that fits; centred on a zero canvas.
+   - ``"crop"``: scaled, keeping the aspect ratio, to the smallest size that covers the input; its centre cut out.
+
+   Resizing is Pillow's Lanczos filter (antialiased when shrinking).
+7. 8-bit levels and value scale: each intensity becomes the 8-bit level p = round(255 · intensity) (``place_levels``;
+   training caches exactly these bytes, so a file gives the model the same tensor in training and at run time), and
+   the model's input is p / ``value_scale``.
 """
 
 from __future__ import annotations
@@ -439,6 +446,35 @@ def place_intensities(
     values: np.ndarray, input_format: InputFormat, *, source: str
 ) -> tuple[np.ndarray, Placement]:
     """``prepare_intensities``, and where the input's pixels lie in ``values`` (for a trace on the user's image)."""
+    levels, placement = place_levels(values, input_format, source=source)
+    return levels_to_input(levels, input_format), placement
+
+
+def load_levels(
+    path: str | os.PathLike, input_format: InputFormat, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> npt.NDArray[np.uint8]:
+    """The 8-bit levels ``[C, H, W]`` of an image file in the model's input format (steps 1–7 but the division):
+    what ``ram-train`` caches, so that ``levels_to_input`` of them is exactly ``load_image``'s tensor.
+
+    Raises:
+        ImageError: as ``load_image``.
+    """
+    source = str(path)
+    return place_levels(read_intensities(path, max_pixels=max_pixels), input_format, source=source)[0]
+
+
+def levels_to_input(levels: np.ndarray, input_format: InputFormat) -> npt.NDArray[np.float32]:
+    """8-bit levels (any shape, uint8) → the model's input values, p / value_scale in float32 (step 7).
+
+    Training divides its cached levels the same way (one IEEE float32 division), so both sides agree to the bit.
+    """
+    return np.divide(levels, np.float32(input_format.value_scale), dtype=np.float32)
+
+
+def place_levels(
+    values: np.ndarray, input_format: InputFormat, *, source: str
+) -> tuple[npt.NDArray[np.uint8], Placement]:
+    """Steps 3–7 up to the 8-bit levels ``[C, H, W]``, and where they lie in ``values``."""
     if input_format.channels not in (1, 3):
         raise ImageError(f"{source}: the model takes {input_format.channels} channels; images convert to 1 or 3")
     colour = values[:, :, :3] if values.shape[2] >= 3 else values[:, :, :1]  # (H, W, 1 or 3)
@@ -448,14 +484,13 @@ def place_intensities(
         colour = _luma(colour)  # (H, W, 1)
     elif input_format.channels == 3 and colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)  # (H, W, 3)
-    if (_border(colour).mean() > 0.5) == (input_format.background == "dark"):
+    if input_format.polarity == "auto" and (_border(colour).mean() > 0.5) == (input_format.background == "dark"):
         colour = 1.0 - colour
     placement = Placement()
     if colour.shape[:2] != (input_format.height, input_format.width):
-        place = _place_mnist if input_format.placement == "mnist" else _place_canvas
-        colour, placement = place(colour, input_format.height, input_format.width)
-    x = colour.transpose(2, 0, 1) * np.float32(255.0 / input_format.value_scale)  # (C, H, W)
-    return np.ascontiguousarray(x, dtype=np.float32), placement
+        colour, placement = _PLACE[input_format.placement](colour, input_format.height, input_format.width)
+    levels = np.rint(np.clip(colour, 0.0, 1.0) * np.float32(255)).astype(np.uint8)  # (H, W, C)
+    return np.ascontiguousarray(levels.transpose(2, 0, 1)), placement
 
 
 def _intensities(image: Image.Image) -> np.ndarray:
@@ -547,6 +582,32 @@ def _place_canvas(values: np.ndarray, height: int, width: int) -> tuple[np.ndarr
     top_left = (height - values.shape[0]) // 2, (width - values.shape[1]) // 2
     _paste(canvas, values, *top_left)
     return canvas, Placement(offset=(top_left[1], top_left[0]), stretch=(w / values.shape[1], h / values.shape[0]))
+
+
+def _place_fit(values: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:
+    """Scale, keeping the aspect ratio, to the largest size inside the input; centre on a zero canvas ("fit")."""
+    h, w = values.shape[:2]
+    scale = min(height / h, width / w)
+    resized = _resize(values, min(height, max(1, round(h * scale))), min(width, max(1, round(w * scale))))
+    canvas = np.zeros((height, width, values.shape[2]), np.float32)
+    top_left = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    _paste(canvas, resized, *top_left)
+    stretch = (w / resized.shape[1], h / resized.shape[0])
+    return canvas, Placement(offset=(top_left[1], top_left[0]), stretch=stretch)
+
+
+def _place_crop(values: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:
+    """Scale, keeping the aspect ratio, to the smallest size covering the input; cut out its centre ("crop")."""
+    h, w = values.shape[:2]
+    scale = max(height / h, width / w)
+    resized = _resize(values, max(height, round(h * scale)), max(width, round(w * scale)))
+    top, left = (resized.shape[0] - height) // 2, (resized.shape[1] - width) // 2
+    stretch = (w / resized.shape[1], h / resized.shape[0])
+    # Input pixel p is resized pixel p + (left, top), i.e. image point (p + (left, top)) · stretch.
+    return resized[top : top + height, left : left + width], Placement(offset=(-left, -top), stretch=stretch)
+
+
+_PLACE = {"mnist": _place_mnist, "canvas": _place_canvas, "fit": _place_fit, "crop": _place_crop}
 
 
 def _paste(canvas: np.ndarray, patch: np.ndarray, top: int, left: int) -> None:

@@ -7,7 +7,8 @@ Every value is JSON under one key (one definition, used by the exporter to write
 - ``ram.num_glimpses``: int T, the steps of one episode.
 - ``ram.initial_location``: ``[x, y]``, l_0 in [-1, 1].
 - ``ram.state_size``: int S, the width of the packed recurrent state.
-- ``ram.input``: ``{"height", "width", "channels", "value_scale", "background", "placement"}`` (see InputFormat).
+- ``ram.input``: ``{"height", "width", "channels", "value_scale", "background", "placement", "polarity"}`` (see
+  InputFormat; version 1 files have no ``polarity``, which reads as ``"auto"``).
 - ``ram.labels``: list of class names, one per logit.
 - ``ram.dataset``: str, the data set it was trained on (e.g. ``"mnist"``).
 - ``ram.test_error``: float in [0, 1] measured through the exported path, or null.
@@ -30,7 +31,9 @@ from typing import Any
 
 from ram_infer.limits import MAX_PATCH_SIDE  # the sensor's limit on g·s^(k-1)
 
-FORMAT_VERSION = 1
+# 2: "polarity" and the "fit" and "crop" placements (own-image models); an older ram-infer must refuse such a model
+# rather than invert a photo it should keep. Version 1 files still read.
+FORMAT_VERSION = 2
 PREFIX = "ram."
 KEYS = (
     "format_version",
@@ -45,7 +48,8 @@ KEYS = (
     "training",
 )
 BACKGROUNDS = ("dark", "light")
-PLACEMENTS = ("mnist", "canvas")
+PLACEMENTS = ("mnist", "canvas", "fit", "crop")
+POLARITIES = ("auto", "keep")
 GRAPH_KEY = PREFIX + "graph"
 EPISODE_GRAPH = "episode"
 STEP_INPUTS = ("glimpse", "location", "state")
@@ -106,7 +110,11 @@ class InputFormat:
         background: ``"dark"`` — bright ink on a dark background, as in MNIST — or ``"light"``.
         placement: how a decoded image of another size is fitted (ram_infer/images.py): ``"mnist"`` crops the ink,
             fits it in a 20×20 box and centres its centre of mass in 28×28 (scaled to the input size); ``"canvas"``
-            shrinks an image larger than the input to fit and pads a smaller one with zeros, centred.
+            pads with zeros, centred, shrinking only an image that does not fit (pad only); ``"fit"`` scales up or
+            down, keeping the aspect ratio, until the image fits, then pads; ``"crop"`` scales until it covers the
+            input and cuts the centre out.
+        polarity: ``"auto"`` inverts an image whose border is not of the ``background`` kind (ink on paper: digits,
+            letters, drawings); ``"keep"`` never inverts (photographs).
     """
 
     height: int
@@ -115,6 +123,7 @@ class InputFormat:
     value_scale: float = 255.0
     background: str = "dark"
     placement: str = "mnist"
+    polarity: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -215,6 +224,7 @@ class ModelInfo:
                 value_scale=reader.positive_number("input.value_scale", shape["value_scale"]),
                 background=reader.choice("input.background", shape["background"], BACKGROUNDS),
                 placement=reader.choice("input.placement", shape["placement"], PLACEMENTS),
+                polarity=reader.choice("input.polarity", shape.get("polarity", "auto"), POLARITIES),
             ),
             labels=reader.labels("labels"),
             dataset=reader.string("dataset"),

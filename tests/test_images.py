@@ -506,7 +506,7 @@ def test_placement_maps_the_canvas_input_back_to_the_image():
     x, placement = place_intensities(values, canvas, source="padded")
     for u, v in [(15, 20), (44, 39), (30, 30)]:
         image_x, image_y = placement.to_image(u, v)
-        assert x[0, v, u] == pytest.approx(values[int(image_y), int(image_x), 0] * 255 / canvas.value_scale)
+        assert x[0, v, u] == np.rint(values[int(image_y), int(image_x), 0] * 255) / np.float32(canvas.value_scale)
     _, shrunk = place_intensities(np.zeros((120, 120, 1), np.float32), canvas, source="shrunk")
     assert shrunk.to_image(0, 0) == (0, 0) and shrunk.to_image(60, 60) == (120, 120)
 
@@ -542,3 +542,50 @@ os.write(2, b"stderr is back\\n")
     result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TIFF": str(tiff)},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr == "stderr is back\n"
+
+
+def test_fit_scales_up_keeping_the_aspect_ratio_and_pads():
+    """A 30×20 (w×h) image in a 60×60 "fit" input: doubled to 60×40, centred, 10 zero rows above and below."""
+    from ram_infer.images import place_intensities
+
+    fit = InputFormat(height=60, width=60, channels=1, placement="fit", polarity="keep")
+    values = np.full((20, 30, 1), 0.75, np.float32)
+    x, placement = place_intensities(values, fit, source="fit")
+    assert np.all(x[0, :10] == 0) and np.all(x[0, 50:] == 0)
+    assert np.all(x[0, 11:49] == np.float32(191) / np.float32(255))  # round(0.75 · 255) = 191, away from the edges
+    assert placement.to_image(0, 10) == (0, 0) and placement.to_image(60, 50) == (30, 20)
+
+
+def test_crop_covers_the_input_and_maps_its_corners_into_the_image():
+    """A 40×20 (w×h) image in a 30×30 "crop" input: scaled by 1.5 to 60×30, the middle 30 columns kept."""
+    from ram_infer.images import place_intensities
+
+    crop = InputFormat(height=30, width=30, channels=1, placement="crop", polarity="keep")
+    values = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (20, 1))[:, :, None]  # brighter to the right
+    x, placement = place_intensities(values, crop, source="crop")
+    assert x.shape == (1, 30, 30) and np.all(x > 0.2) and np.all(x < 0.8)  # the dark and bright ends were cut
+    assert placement.to_image(0, 0) == (10, 0) and placement.to_image(30, 30) == (30, 20)
+
+
+@pytest.mark.parametrize(("polarity", "inverted"), [("auto", True), ("keep", False)])
+def test_polarity_keep_never_inverts_a_bright_bordered_photo(polarity, inverted):
+    from ram_infer.images import prepare_intensities
+
+    photo = np.full((8, 8, 3), 0.9, np.float32)
+    photo[3:5, 3:5] = (0.1, 0.2, 0.3)
+    x = prepare_intensities(photo, InputFormat(8, 8, 3, polarity=polarity), source="photo")
+    assert (x[:, 0, 0] < 0.5).all() == inverted
+
+
+@pytest.mark.parametrize("placement", ["mnist", "canvas", "fit", "crop"])
+def test_cached_levels_give_exactly_the_runtime_input(tmp_path, placement):
+    """What ram-train caches (load_levels, uint8) divided by levels_to_input is load_image's tensor, bit for bit."""
+    from ram_infer.images import levels_to_input, load_levels
+
+    rng = np.random.default_rng(3)
+    path = tmp_path / "odd.png"
+    Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)).save(path)
+    shape = InputFormat(height=24, width=32, channels=3, placement=placement, polarity="keep", value_scale=200.0)
+    levels = load_levels(path, shape)
+    assert levels.dtype == np.uint8 and levels.shape == (3, 24, 32)
+    np.testing.assert_array_equal(levels_to_input(levels, shape), load_image(path, shape))

@@ -59,7 +59,7 @@ def test_no_ram_metadata_is_not_a_ram_model():
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("format_version", "2", r"ram\.format_version is 2, newer than this ram-infer reads \(1\)"),
+        ("format_version", "3", r"ram\.format_version is 3, newer than this ram-infer reads \(2\)"),
         ("format_version", '"1"', r"ram\.format_version must be an integer"),
         ("sensor", "{not json", r"ram\.sensor is not valid JSON"),
         ("sensor", '{"glimpse_size": 8, "num_scales": 1}', r"ram\.sensor lacks scale_factor"),
@@ -90,7 +90,8 @@ def test_bad_value_is_refused(key, value, message):
         ("value_scale", 0, r"ram\.input\.value_scale must be a number in \(1e-06, 1e\+06\]"),
         ("value_scale", 1e-45, r"ram\.input\.value_scale must be a number in \(1e-06, 1e\+06\], got 1e-45"),
         ("background", "grey", r"ram\.input\.background must be one of \['dark', 'light'\]"),
-        ("placement", "stretch", r"ram\.input\.placement must be one of \['mnist', 'canvas'\]"),
+        ("placement", "stretch", r"ram\.input\.placement must be one of \['mnist', 'canvas', 'fit', 'crop'\]"),
+        ("polarity", "invert", r"ram\.input\.polarity must be one of \['auto', 'keep'\]"),
         ("channels", 0, r"ram\.input\.channels must be an integer >= 1"),
     ],
 )
