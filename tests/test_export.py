@@ -140,7 +140,6 @@ def test_translated_model_gets_canvas_placement(tmp_path):
     ("options", "message"),
     [
         ({"labels": ["a", "b"]}, r"labels must have one name per class \(10\), got 2"),
-        ({"placement": "stretch"}, r"placement must be one of \(.*'crop'\) or None, got 'stretch'"),
         ({"test_error": 12.5}, r"test_error must be in \[0, 1\] or None, got 12.5"),
     ],
 )

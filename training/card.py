@@ -43,7 +43,7 @@ from ram_infer.metadata import ModelInfo
 
 from .card_markdown import PAPER_RESULTS, TRACE_IMAGES, episode_section, render_card
 from .config import TrainConfig
-from .data import SPLIT_SEEDS, fixed_split
+from .data import SPLIT_SEEDS, evaluation_split
 from .episode import export_episode, sidecar
 from .evaluate import errors_per_glimpse, evaluate_onnx, mean_rollouts, on_canvas, plot_curve, plot_onnx_traces
 from .export import ParityError, check_parity, export_loaded_checkpoint, load_checkpoint, read_checkpoint
@@ -107,16 +107,16 @@ def make_card(
     if not log_path.is_file():
         raise FileNotFoundError(f"{log_path}: no such log; the run directory must hold the run's {LOG}")
     model, config, checkpoint = load_checkpoint(run_dir / checkpoint_name)
-    images, labels, corners = fixed_split(config.task, "test", root=data_root or config.data_root, limit=limit,
-                                          return_corners=True)
+    images, labels, corners = evaluation_split(config, "test", root=data_root, limit=limit)
     with tempfile.TemporaryDirectory(prefix="ram-card-") as scratch:
         measured = Path(scratch) / f"{name}.onnx"
         exported = export_loaded_checkpoint(model, config, checkpoint, measured)
         evaluation = evaluate_onnx(measured, images, labels, corners=corners if on_canvas(config.task) else None)
         parity = verify_export(model, measured, images)
         facts = training_facts(log_path, checkpoint, _run_config(run_dir, config), command)
-        facts["valid"] = validation_error(model, config.task, data_root or config.data_root, limit)
-        facts["test"] = {"split": "test", "seed": SPLIT_SEEDS["test"], "images": evaluation["images"],
+        facts["valid"] = validation_error(model, config, data_root, limit)
+        facts["test"] = {"split": "test", "seed": SPLIT_SEEDS["test"] if config.task != "folder" else None,
+                         "images": evaluation["images"],
                          "runtime": f"onnxruntime {onnxruntime.__version__}",
                          "full_split": limit is None or len(images) < limit}
         facts["parity"] = parity
@@ -213,10 +213,11 @@ def refuse_to_replace(name: str, paths: dict[str, Path]) -> None:
         raise ValueError(f"{existing[0]} exists: a model named {name!r} is already there; pass --force to replace it")
 
 
-def validation_error(model: RecurrentAttention, task: str, data_root: str | None, limit: int | None) -> dict[str, Any]:
+def validation_error(model: RecurrentAttention, config: TrainConfig, data_root: str | None,
+                     limit: int | None) -> dict[str, Any]:
     """The shipped model's error on the whole validation split (mean policy, torch): the fair way to choose between a
     run's checkpoints, since best.pt was chosen on a part of it (eval_images) among many noisy evaluations."""
-    images, labels = fixed_split(task, "valid", root=data_root, limit=limit)
+    images, labels, _ = evaluation_split(config, "valid", root=data_root, limit=limit)
     error = float(errors_per_glimpse(model, images, labels)[-1])
     return {"images": len(images), "error": error}
 

@@ -1,8 +1,8 @@
 """ram-train: trains RAM on a preset with resumable checkpoints and torchrun data parallelism; evaluates, ships and
 exports the result.
 
-Sub-commands: ``train``, ``eval``, ``card``, ``episode`` and ``export``; each one's code lives beside what it does
-(train.py, evaluate.py, card.py, episode.py, export.py) and this module holds the command line.
+Sub-commands: ``train``, ``plan``, ``eval``, ``card``, ``episode`` and ``export``; each one's code lives beside what
+it does (train.py, plan.py, evaluate.py, card.py, episode.py, export.py) and this module holds the command line.
 
 This module and the presets it lists import nothing outside the standard library when they load: the console script
 must start in a runtime-only install (``pip install ram-infer``, no torch) and say in one line how to get the
@@ -54,10 +54,10 @@ def missing_training_dependency() -> str | None:
 def command_handlers() -> dict[str, Callable[[argparse.Namespace], int]]:
     """Each sub-command's function. Imported here, after missing_training_dependency has passed, not at the top: the
     modules import torch."""
-    from . import card, episode, evaluate, export, train
+    from . import card, episode, evaluate, export, plan, train
 
-    return {"train": train.command_train, "eval": evaluate.command_eval, "card": card.command_card,
-            "episode": episode.command_episode, "export": export.command_export}
+    return {"train": train.command_train, "plan": plan.command_plan, "eval": evaluate.command_eval,
+            "card": card.command_card, "episode": episode.command_episode, "export": export.command_export}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,7 +71,7 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]]) -> ar
     """ram-train's parser; each sub-command's namespace carries its function as ``handler``."""
     parser = _Parser(prog="ram-train", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (add_train, add_eval, add_card, add_episode, add_export):
+    for add in (add_train, add_plan, add_eval, add_card, add_episode, add_export):
         name, command = add(commands)
         command.set_defaults(handler=handlers[name])
     return parser
@@ -79,9 +79,11 @@ def build_parser(handlers: dict[str, Callable[[argparse.Namespace], int]]) -> ar
 
 def add_train(commands: Any) -> tuple[str, argparse.ArgumentParser]:
     parser = commands.add_parser("train", help="train (or resume) a model",
-                                 description="Train RAM. Settings: a preset, then key=value overrides "
-                                             "(model.key=value for the model), e.g. steps=2000 model.core=lstm.")
+                                 description="Train RAM. Settings: a preset, or your own images (--data), then "
+                                             "key=value overrides (model.key=value for the model), e.g. steps=2000 "
+                                             "model.core=lstm.")
     parser.add_argument("--preset", choices=PRESETS, help="the data set and its paper-style defaults")
+    parser.add_argument("--data", metavar="DIR", help=DATA_HELP + "; settings chosen from it (ram-train plan)")
     parser.add_argument("--out", required=True, help="run directory: checkpoint.pt, best.pt, log.jsonl, config.json")
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -90,6 +92,20 @@ def add_train(commands: Any) -> tuple[str, argparse.ArgumentParser]:
                         help="checkpoint and stop at this step (resume later with --resume); the schedule is unchanged")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     return "train", parser
+
+
+DATA_HELP = ("your own images: a folder DIR/<class>/<image> (or DIR/train/<class>/…, DIR/valid/…, DIR/test/…), "
+             "or a CSV of file,label[,split] rows")
+
+
+def add_plan(commands: Any) -> tuple[str, argparse.ArgumentParser]:
+    parser = commands.add_parser("plan", help="what ram-train train --data would do, without training",
+                                 description="Show the settings chosen from your images (input format, sensor, "
+                                             "network, steps), the class counts and the measured step time.")
+    parser.add_argument("--data", metavar="DIR", required=True, help=DATA_HELP)
+    parser.add_argument("--json", action="store_true", help="the plan as one JSON object")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    return "plan", parser
 
 
 def add_eval(commands: Any) -> tuple[str, argparse.ArgumentParser]:
@@ -146,4 +162,6 @@ def add_export(commands: Any) -> tuple[str, argparse.ArgumentParser]:
     parser.add_argument("checkpoint", help="checkpoint.pt or best.pt of a run")
     parser.add_argument("output", help="the .onnx file to write")
     parser.add_argument("--test-error", type=float, default=None, help="measured test error in [0, 1]")
+    parser.add_argument("--episode", metavar="EPISODE.onnx",
+                        help="also write the full-episode model (and EPISODE.json), as ram-train episode does")
     return "export", parser

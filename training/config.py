@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ram_infer.metadata import BACKGROUNDS, PLACEMENTS, POLARITIES, InputFormat
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -33,10 +35,20 @@ class ModelConfig:
     location_std: float = 0.17  # σ of the Gaussian location policy during training
     # l_0: the first glimpse's centre, fixed so inference is deterministic
     initial_location: tuple[float, float] = (0.0, 0.0)
+    # How the runtime fits an image of another size, and whether it inverts ink on paper (ram_infer.metadata
+    # InputFormat). None: "mnist" for a 28×28 input, "canvas" otherwise (the MNIST tasks); own images: "fit".
+    placement: str | None = None
+    polarity: str = "auto"  # "keep" for photographs, which must never be inverted
+    background: str = "dark"
 
     def __post_init__(self) -> None:
         if self.core not in ("rnn", "lstm"):
             raise ValueError(f"core must be 'rnn' or 'lstm', got {self.core!r}")
+        if self.placement not in (None, *PLACEMENTS) or self.polarity not in POLARITIES or \
+                self.background not in BACKGROUNDS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, polarity one of "
+                             f"{', '.join(POLARITIES)} and background one of {', '.join(BACKGROUNDS)}, got "
+                             f"{self.placement!r}, {self.polarity!r} and {self.background!r}")
         for name in ("glimpse_size", "num_scales", "scale_factor", "num_glimpses", "channels", "height", "width"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -47,6 +59,13 @@ class ModelConfig:
         """S, the width of the packed recurrent state: h_t for the RNN, [h_t, c_t] for the LSTM."""
         return self.core_hidden * (2 if self.core == "lstm" else 1)
 
+    @property
+    def input_format(self) -> InputFormat:
+        """The images the model takes, as the runtime reads them (the exported ``ram.input``)."""
+        placement = self.placement or ("mnist" if (self.height, self.width) == (28, 28) else "canvas")
+        return InputFormat(height=self.height, width=self.width, channels=self.channels, value_scale=255.0,
+                           background=self.background, placement=placement, polarity=self.polarity)
+
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -55,7 +74,16 @@ PRECISIONS = ("float32", "bfloat16")
 class TrainConfig:
     """A training run: the data set, the model, and the optimisation (saved in every checkpoint)."""
 
-    task: str = "mnist"  # mnist, translated60, cluttered60 or cluttered100 (training/data.py)
+    task: str = "mnist"  # mnist, translated60, cluttered60 or cluttered100 (training/data.py), or "folder"
+    # Own images (task "folder", training/folder.py): the folder or CSV, its class names (set from the data), and the
+    # fractions of it drawn for validation and test where the data does not give those splits
+    data: str | None = None
+    classes: list[str] = field(default_factory=list)
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # Own images: the wall-clock minutes the plan sizes ``steps`` for, from the step time it measures (unless steps
+    # is set); recorded, so the run's length is fixed from then on and a resume replays it
+    minutes: float | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     batch_size: int = 128  # images per optimiser step (per process under torchrun)
     steps: int = 20_000  # optimiser steps in total
@@ -114,6 +142,12 @@ class TrainConfig:
                              f"{self.elastic_spacing}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not (0 <= self.valid_fraction < 1 and 0 <= self.test_fraction < 1 and
+                self.valid_fraction + self.test_fraction < 1):
+            raise ValueError(f"valid_fraction and test_fraction must be in [0, 1) with a sum below 1, got "
+                             f"{self.valid_fraction} and {self.test_fraction}")
+        if self.minutes is not None and not self.minutes > 0:
+            raise ValueError(f"minutes must be > 0, got {self.minutes}")
         self.schedule_legs = _checked_schedule_legs(self.schedule_legs)
 
     def schedule_length(self, step: int) -> int:

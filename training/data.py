@@ -24,9 +24,13 @@ import os
 import pickle
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ram_infer.images import levels_to_input
+
+from .folder import DataError, FolderData
 from .streams import numpy_stream
 
 DATA_ENV_VAR = "RAM_INFER_DATA"
@@ -380,19 +384,59 @@ def fixed_split(
     return images, labels[:count].copy()
 
 
-class TrainStream:
+class EpochSampler:
+    """The rows of each rank's batch ``step``: epochs of a fixed permutation of N items, a pure function of
+    ``(seed, step, rank)``.
+
+    Epoch ``e = step // steps_per_epoch`` visits the items in the order ``default_rng([seed, e]).permutation(N)``; its
+    batch ``i`` is the slice ``[i·B·W, (i+1)·B·W)`` of that order, of which rank ``r`` takes the ``r``-th run of
+    ``B``, so the W ranks of a data-parallel run see disjoint items. The last ``N mod (B·W)`` items of each epoch's
+    order are skipped.
+
+    Attributes:
+        steps_per_epoch: batches per pass over the items, ``N // (B·W)``.
+    """
+
+    def __init__(self, count: int, seed: int, batch_size: int, rank: int, world_size: int) -> None:
+        """Raises ValueError: negative seed, bad batch_size/rank/world_size, or fewer than B·W items."""
+        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(
+                "a training stream needs seed >= 0, batch_size >= 1 and 0 <= rank < world_size, got "
+                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}"
+            )
+        self._count, self._seed, self._batch_size, self._rank, self._world_size = (count, seed, batch_size, rank,
+                                                                                  world_size)
+        self.steps_per_epoch = count // (batch_size * world_size)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"the training data must hold at least batch_size * world_size = "
+                             f"{batch_size * world_size} images, got {count}")
+        self._epoch_order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
+
+    def indices(self, step: int) -> np.ndarray:
+        """Rows of the items in this rank's batch ``step`` (ndarray[B], int64).
+
+        Raises:
+            ValueError: negative step.
+        """
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        epoch, batch_in_epoch = divmod(step, self.steps_per_epoch)
+        # Consecutive steps share an epoch; keep its order instead of redrawing it every batch.
+        if self._epoch_order[0] != epoch:
+            self._epoch_order = (epoch, np.random.default_rng([self._seed, epoch]).permutation(self._count))
+        start = (batch_in_epoch * self._world_size + self._rank) * self._batch_size
+        return self._epoch_order[1][start : start + self._batch_size]
+
+
+class TrainStream(EpochSampler):
     """Endless training batches of a task, each a pure function of ``(seed, step, rank)``.
 
-    Epoch ``e = step // steps_per_epoch`` visits the training digits in the order
-    ``default_rng([seed, e]).permutation(N)``; its batch ``i`` is the slice ``[i·B·W, (i+1)·B·W)`` of that order,
-    of which rank ``r`` takes the ``r``-th run of ``B``, so the W ranks of a data-parallel run see disjoint digits.
-    Positions and clutter come from the run's "placement" stream (training/streams.py), clutter from other training
-    digits. Augmentation is not the stream's business: training/augment.py applies it to the batches. The last
-    ``N mod (B·W)`` digits of each epoch's order are skipped.
+    The digits of each batch are EpochSampler's; positions and clutter come from the run's "placement" stream
+    (training/streams.py), clutter from other training digits. Augmentation is not the stream's business:
+    training/augment.py applies it to the batches.
 
     Attributes:
         task: the task's canvas and clutter.
-        steps_per_epoch: batches per pass over the training digits, ``N // (B·W)``.
     """
 
     def __init__(
@@ -422,43 +466,10 @@ class TrainStream:
             ValueError: unknown task, negative seed, bad batch_size/rank/world_size, or fewer than B·W digits.
         """
         self.task = _get_task(task_name)
-        if seed < 0 or batch_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(
-                "TrainStream needs seed >= 0, batch_size >= 1 and 0 <= rank < world_size, got "
-                f"seed={seed}, batch_size={batch_size}, rank={rank}, world_size={world_size}"
-            )
         self._digits, self._labels = load_mnist(root)["train"] if source is None else source
         if len(self._labels) != len(self._digits):
             raise ValueError(f"source must hold one label per image, got {len(self._digits)} and {len(self._labels)}")
-        self._seed, self._batch_size, self._rank, self._world_size = seed, batch_size, rank, world_size
-        self.steps_per_epoch = len(self._digits) // (batch_size * world_size)
-        if self.steps_per_epoch == 0:
-            raise ValueError(
-                f"source must hold at least batch_size * world_size = {batch_size * world_size} images, "
-                f"got {len(self._digits)}"
-            )
-        self._epoch_order: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=np.int64))
-
-    def indices(self, step: int) -> np.ndarray:
-        """Rows of the training digits in this rank's batch ``step``.
-
-        Args:
-            step: non-negative global step.
-
-        Returns:
-            indices (ndarray[B], int64)
-
-        Raises:
-            ValueError: negative step.
-        """
-        if step < 0:
-            raise ValueError(f"step must be >= 0, got {step}")
-        epoch, batch_in_epoch = divmod(step, self.steps_per_epoch)
-        # Consecutive steps share an epoch; keep its order instead of redrawing it every batch.
-        if self._epoch_order[0] != epoch:
-            self._epoch_order = (epoch, np.random.default_rng([self._seed, epoch]).permutation(len(self._digits)))
-        start = (batch_in_epoch * self._world_size + self._rank) * self._batch_size
-        return self._epoch_order[1][start : start + self._batch_size]
+        super().__init__(len(self._digits), seed, batch_size, rank, world_size)
 
     def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's batch ``step``.
@@ -479,7 +490,71 @@ class TrainStream:
         return images, np.asarray(self._labels[indices], dtype=np.int64)
 
 
+class FolderStream(EpochSampler):
+    """Endless training batches of an own data set's cached levels (training/folder.py), in EpochSampler's order."""
+
+    def __init__(self, data: FolderData, seed: int = 0, batch_size: int = 128, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self._data, self._rows = data, data.rows("train")
+        super().__init__(len(self._rows), seed, batch_size, rank, world_size)
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's batch ``step``: images (ndarray[B, C, H, W], float32) as the runtime makes them, labels."""
+        # Sorted rows read the memory map front to back; the batch's order is then the sampler's again.
+        rows = self._rows[self.indices(step)]
+        order = np.argsort(rows, kind="stable")
+        levels = np.empty((len(rows), *self._data.levels.shape[1:]), np.uint8)
+        levels[order] = self._data.levels[rows[order]]
+        return levels_to_input(levels, self._data.input), self._data.labels[rows]
+
+
 def _get_task(name: str) -> Task:
     if name not in TASKS:
         raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
     return TASKS[name]
+
+
+def open_folder(config: Any, *, workers: int = 1, progress: bool = False) -> FolderData:
+    """The own data set of a run (task "folder"), decoded into its cache where that is not up to date.
+
+    Raises:
+        DataError: the data cannot be used (training/folder.py).
+    """
+    from .folder import list_data, load_folder
+
+    if config.task != "folder" or not config.data:
+        raise ValueError(f"task {config.task!r} is not an own data set (ram-train train --data DIR)")
+    listing = list_data(config.data)
+    if list(listing.classes) != list(config.classes):
+        raise DataError(f"{config.data}: its classes are no longer the run's ({len(listing.classes)} now, "
+                        f"{len(config.classes)} then); train a new run")
+    return load_folder(listing, config.model.input_format, valid_fraction=config.valid_fraction,
+                       test_fraction=config.test_fraction, workers=workers, progress=progress)
+
+
+def training_stream(config: Any, rank: int = 0, world_size: int = 1,
+                    data: FolderData | None = None) -> TrainStream | FolderStream:
+    """The run's endless training batches: a paper task's stream, or the own data's (``data``, else opened)."""
+    if config.task == "folder":
+        return FolderStream(data or open_folder(config), config.seed, config.batch_size, rank, world_size)
+    return TrainStream(config.task, root=config.data_root, seed=config.seed, batch_size=config.batch_size,
+                       rank=rank, world_size=world_size)
+
+
+def evaluation_split(config: Any, split: str, *, root: str | os.PathLike[str] | None = None,
+                     limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A run's validation or test images (ndarray[N, C, H, W], float32), labels (ndarray[N], int64) and, for the
+    paper's tasks, where each digit lies (ndarray[N, 2], int64; None for own images, whose objects are not known).
+
+    Args:
+        config: the run's TrainConfig.
+        split: "valid" or "test".
+        root: the MNIST directory (paper tasks; default the run's).
+        limit: only the first N images.
+    """
+    if config.task == "folder":
+        data = open_folder(config)
+        if not data.rows(split).size:
+            raise DataError(f"{config.data}: no {split} images (give a {split} split, or a {split}_fraction above 0)")
+        return (*data.arrays(split, limit), None)
+    return fixed_split(config.task, split, root=root or config.data_root, limit=limit, return_corners=True)

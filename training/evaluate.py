@@ -15,10 +15,11 @@ from matplotlib.figure import Figure
 
 from ram_infer import load_model
 from ram_infer.draw import draw_glimpses, trace_grid
-from ram_infer.metadata import InputFormat, SensorSpec
+from ram_infer.metadata import InputFormat, ModelInfo, SensorSpec
 from ram_infer.sensor import centre_pixel
 
-from .data import DIGIT_SIDE, TASKS, fixed_split
+from .config import TrainConfig
+from .data import DIGIT_SIDE, TASKS, evaluation_split
 from .export import load_checkpoint
 from .model import RecurrentAttention
 from .run_files import LOG
@@ -236,6 +237,15 @@ def on_canvas(task: str) -> bool:
     return task in TASKS and TASKS[task].canvas_size > DIGIT_SIDE
 
 
+def run_config_of(info: ModelInfo) -> TrainConfig:
+    """The training configuration an exported model records (``ram.training``: ``config`` and ``model``), enough to
+    find its data again; a model without it is taken as one of the paper's tasks, named by ``ram.dataset``."""
+    facts = info.training
+    if isinstance(facts.get("config"), dict) and isinstance(facts.get("model"), dict):
+        return TrainConfig.from_dict({**facts["config"], "model": facts["model"]})
+    return TrainConfig(task=info.dataset)
+
+
 def command_eval(args: argparse.Namespace) -> int:
     """``ram-train eval MODEL``: the error of a checkpoint (torch) or an exported model (the runtime), as one JSON
     line; optionally the glimpse paths and the learning curve as pictures."""
@@ -245,17 +255,17 @@ def command_eval(args: argparse.Namespace) -> int:
     if path.suffix.lower() == ".onnx":
         if args.curve:
             raise ValueError(f"--curve needs a checkpoint (it reads the run's log.jsonl beside it), got {path}")
-        task = load_model(path).info.dataset
-        images, labels, corners = fixed_split(task, args.split, root=args.data_root, limit=args.limit,
-                                              return_corners=True)
+        info = load_model(path).info
+        task = info.dataset if info.dataset in TASKS else "folder"
+        images, labels, corners = evaluation_split(run_config_of(info), args.split, root=args.data_root,
+                                                   limit=args.limit)
         result = {"model": str(path), "runtime": "onnx", "task": task, "split": args.split,
                   **evaluate_onnx(path, images, labels, corners=corners if on_canvas(task) else None)}
         if args.trace:
             plot_onnx_traces(path, images[: args.trace_images], labels[: args.trace_images], args.trace)
     else:
         model, config, checkpoint = load_checkpoint(path)
-        images, labels, corners = fixed_split(config.task, args.split, root=args.data_root or config.data_root,
-                                              limit=args.limit, return_corners=True)
+        images, labels, corners = evaluation_split(config, args.split, root=args.data_root, limit=args.limit)
         answers, locations = mean_rollouts(model, images)
         errors = np.mean(answers != labels[:, None], axis=0)
         result = {"model": str(path), "runtime": "torch", "task": config.task, "split": args.split,

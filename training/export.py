@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ram_infer.engine import load_model
-from ram_infer.metadata import PLACEMENTS, STEP_INPUTS, STEP_OUTPUTS, InputFormat, ModelInfo, SensorSpec
+from ram_infer.metadata import STEP_INPUTS, STEP_OUTPUTS, ModelInfo, SensorSpec
 
 from .config import ModelConfig, TrainConfig
 from .model import RecurrentAttention, glimpse
@@ -74,33 +74,27 @@ def model_info(
     labels: Sequence[str] | None = None,
     test_error: float | None = None,
     training: Mapping[str, Any] | None = None,
-    placement: str | None = None,
 ) -> ModelInfo:
     """The runtime metadata of a model built from ``config``.
 
     Args:
         config: the model's configuration.
-        dataset: the training task (``mnist``, ``translated60``, ``cluttered60``, ``cluttered100`` or another name).
+        dataset: the training task (``mnist``, ``translated60``, ``cluttered60``, ``cluttered100``) or the own data
+            set's folder name.
         labels: one name per class; None gives ``"0"``, ``"1"``, ….
         test_error: measured test error in [0, 1], or None if not measured.
         training: how it was trained (command, preset, steps, wall time …); the model configuration is added as
             ``"model"``.
-        placement: how the runtime fits images of another size; None picks ``"mnist"`` for 28×28 inputs and
-            ``"canvas"`` otherwise.
 
     Returns:
         ModelInfo ready for ``to_metadata_props``.
 
     Raises:
-        ValueError: labels, placement or test_error out of range.
+        ValueError: labels or test_error out of range.
     """
     labels = tuple(str(i) for i in range(config.num_classes)) if labels is None else tuple(labels)
     if len(labels) != config.num_classes:
         raise ValueError(f"labels must have one name per class ({config.num_classes}), got {len(labels)}")
-    if placement is None:
-        placement = "mnist" if (config.height, config.width) == (28, 28) else "canvas"
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS} or None, got {placement!r}")
     if test_error is not None and not 0 <= test_error <= 1:
         raise ValueError(f"test_error must be in [0, 1] or None, got {test_error}")
     training = {**(training or {}), "model": dataclasses.asdict(config)}
@@ -109,14 +103,7 @@ def model_info(
         num_glimpses=config.num_glimpses,
         initial_location=config.initial_location,
         state_size=config.state_size,
-        input=InputFormat(
-            height=config.height,
-            width=config.width,
-            channels=config.channels,
-            value_scale=255.0,
-            background="dark",
-            placement=placement,
-        ),
+        input=config.input_format,
         labels=labels,
         dataset=dataset,
         test_error=test_error,
@@ -132,7 +119,6 @@ def export_step_model(
     labels: Sequence[str] | None = None,
     test_error: float | None = None,
     training: Mapping[str, Any] | None = None,
-    placement: str | None = None,
     opset: int = DEFAULT_OPSET,
 ) -> ModelInfo:
     """Exports the step network of ``model`` to ``path`` with its ``ram.*`` metadata.
@@ -144,7 +130,7 @@ def export_step_model(
     Args:
         model: the trained model (left in its current mode; exported in eval mode).
         path: the ``.onnx`` file to write.
-        dataset, labels, test_error, training, placement: see ``model_info``.
+        dataset, labels, test_error, training: see ``model_info``.
         opset: ONNX opset (≥ 17).
 
     Returns:
@@ -155,7 +141,7 @@ def export_step_model(
     """
     config = model.config
     info = model_info(
-        config, dataset=dataset, labels=labels, test_error=test_error, training=training, placement=placement
+        config, dataset=dataset, labels=labels, test_error=test_error, training=training
     )
     n = 2  # any batch; the axis is exported as dynamic
     example = (
@@ -210,7 +196,7 @@ def export_checkpoint(
         test_error: measured test error in [0, 1], if known.
         training: extra training facts for the metadata (command, preset …), added to those of the checkpoint:
             its configuration, ``steps``, ``wall_time_s`` and ``best_valid_error``.
-        labels: class names; None gives ``"0"``, ``"1"``, ….
+        labels: class names; None gives the run's (own images), else ``"0"``, ``"1"``, ….
 
     Returns:
         The metadata written.
@@ -240,9 +226,13 @@ def export_loaded_checkpoint(
         if key in checkpoint:
             facts[fact] = checkpoint[key]
     facts.update(training or {})
-    return export_step_model(
-        model, onnx_path, dataset=config.task, labels=labels, test_error=test_error, training=facts
-    )
+    return export_step_model(model, onnx_path, dataset=dataset_name(config), labels=labels or config.classes or None,
+                             test_error=test_error, training=facts)
+
+
+def dataset_name(config: TrainConfig) -> str:
+    """What ``ram.dataset`` says: the task, or for own images the data's folder (or CSV) name."""
+    return Path(config.data).stem if config.task == "folder" and config.data else config.task
 
 
 def load_checkpoint(path: str | Path) -> tuple[RecurrentAttention, TrainConfig, dict[str, Any]]:
@@ -376,8 +366,21 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+EPISODE_PARITY_IMAGES = 500  # test images ``export --episode`` checks the episode model on
+
+
 def command_export(args: argparse.Namespace) -> int:
-    """``ram-train export CHECKPOINT OUT.onnx [--test-error E]``: prints what it wrote as one JSON line."""
-    info = export_checkpoint(args.checkpoint, args.output, test_error=args.test_error)
-    print(json.dumps({"output": args.output, "bytes": os.path.getsize(args.output), **info.to_metadata_props()}))
+    """``ram-train export CHECKPOINT OUT.onnx [--test-error E] [--episode EPISODE.onnx]``: prints what it wrote as
+    one JSON line. The episode model is checked against the step model on the run's first test images."""
+    from .data import evaluation_split
+    from .episode import export_episode, sidecar
+
+    model, config, checkpoint = load_checkpoint(args.checkpoint)
+    info = export_loaded_checkpoint(model, config, checkpoint, args.output, test_error=args.test_error)
+    written = {"output": args.output, "bytes": os.path.getsize(args.output), **info.to_metadata_props()}
+    if args.episode:
+        images = evaluation_split(config, "test", limit=EPISODE_PARITY_IMAGES)[0]
+        episode = export_episode(args.output, args.episode, test_images=images)
+        written["episode"] = {"output": str(episode), "parity": sidecar(onnx.load(str(episode)))["episode_parity"]}
+    print(json.dumps(written, ensure_ascii=False))
     return 0

@@ -19,13 +19,17 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from ram_infer.engine import usable_cores
+
 from .augment import augment_batch, torch_generator
 from .config import TrainConfig, apply_overrides
-from .data import TrainStream, fixed_split
+from .data import evaluation_split, open_folder, training_stream
 from .evaluate import errors_per_glimpse
 from .export import read_checkpoint
+from .folder import FolderData
 from .losses import hybrid_loss
 from .model import RecurrentAttention
+from .plan import plan_run
 from .presets import PRESETS, load_preset
 from .run_files import BEST, CHECKPOINT, CONFIG, LOG
 
@@ -48,7 +52,9 @@ def mixed_precision(precision: str, device_type: str) -> torch.autocast:
 class Trainer:
     """One training run: model, optimiser, data stream, checkpoints and log in ``out_dir``."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path, device: torch.device, rank: int = 0, world_size: int = 1):
+    def __init__(self, config: TrainConfig, out_dir: Path, device: torch.device, rank: int = 0, world_size: int = 1,
+                 data: FolderData | None = None):
+        """``data``: an own data set already opened (task "folder"); None opens the run's."""
         self.config, self.out_dir, self.device = config, out_dir, device
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(config.seed)  # the initial weights
@@ -59,8 +65,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        self.stream = TrainStream(config.task, root=config.data_root, seed=config.seed,
-                                  batch_size=config.batch_size, rank=rank, world_size=world_size)
+        self.stream = training_stream(config, rank, world_size, data)
         self.step, self.elapsed, self.best_error = 0, 0.0, math.inf
         self._valid: tuple[np.ndarray, np.ndarray] | None = None
 
@@ -131,8 +136,7 @@ class Trainer:
 
     def validation_error(self) -> float:
         if self._valid is None:
-            self._valid = fixed_split(self.config.task, "valid", root=self.config.data_root,
-                                      limit=self.config.eval_images)
+            self._valid = evaluation_split(self.config, "valid", limit=self.config.eval_images)[:2]
         model = self.kept_model
         model.eval()
         error = float(errors_per_glimpse(model, *self._valid, device=self.device)[-1])
@@ -209,6 +213,8 @@ def pick_device(name: str) -> torch.device:
 def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) -> TrainConfig:
     """The run's configuration: the preset with the overrides, or, on resume, the checkpoint's with the few overrides
     a resume may make (RESUMABLE_OVERRIDES), recorded so that a replay from scratch runs the same steps."""
+    if checkpoint is None and args.data is not None:
+        return plan_run(args.data, args.overrides).config
     if checkpoint is None:
         return apply_overrides(load_preset(args.preset), args.overrides)
     changed = {item.lstrip("-").partition("=")[0] for item in args.overrides}
@@ -223,6 +229,18 @@ def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
         config.ema_from = checkpoint["step"]  # averaging starts here, as a replay from scratch with ema_from will
     config.schedule_legs = saved.legs_after_resume(checkpoint["step"], config.steps)
     return config
+
+
+def describe_data(data: FolderData) -> str:
+    """One line on what is trained on: the splits' sizes, the classes, and what was skipped."""
+    counts = {split: sum(values) for split, values in data.counts().items()}
+    line = (f"{counts['train']} training, {counts['valid']} validation and {counts['test']} test images of "
+            f"{len(data.listing.classes)} classes")
+    skipped = [f"{len(data.failed)} files that cannot be decoded (first: {next(iter(data.failed))}: "
+               f"{next(iter(data.failed.values()))})"] if data.failed else []
+    if data.listing.missing:
+        skipped.append(f"{len(data.listing.missing)} rows whose file is missing (first: {data.listing.missing[0]})")
+    return line + ("; skipped " + " and ".join(skipped) if skipped else "")
 
 
 def truncate_log(path: Path, step: int) -> None:
@@ -242,11 +260,17 @@ def command_train(args: argparse.Namespace) -> int:
         if not args.resume:
             raise ValueError(f"{checkpoint_path} exists: pass --resume to continue that run, or choose another --out")
         checkpoint = read_checkpoint(checkpoint_path)
-    elif args.resume and args.preset is None:
-        raise ValueError(f"{checkpoint_path}: no checkpoint to resume from, and no --preset to start one")
-    if checkpoint is None and args.preset is None:
-        raise ValueError("choose a --preset: " + ", ".join(PRESETS))
+    elif args.resume and args.preset is None and args.data is None:
+        raise ValueError(f"{checkpoint_path}: no checkpoint to resume from, and no --preset or --data to start one")
+    if checkpoint is None and args.preset is None and args.data is None:
+        raise ValueError("choose a --preset (" + ", ".join(PRESETS) + ") or your own images with --data DIR")
+    if args.preset is not None and args.data is not None:
+        raise ValueError("choose either --preset or --data, not both")
     config = build_config(args, checkpoint)
+    data = None
+    if config.task == "folder":  # decoded (or found cached) before RUN is made: bad data leaves no half-made run
+        data = open_folder(config, workers=usable_cores(), progress=not args.no_progress)
+        print(f"ram-train: {describe_data(data)}", file=sys.stderr)
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -257,7 +281,7 @@ def command_train(args: argparse.Namespace) -> int:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(config, out_dir, device, rank, world_size)
+    trainer = Trainer(config, out_dir, device, rank, world_size, data)
     if checkpoint is not None:
         trainer.load(checkpoint)
         if trainer.is_main:
