@@ -89,7 +89,10 @@ function checkSidecar(info, source) {
     if (!choices.includes(value)) fail(key, choices.map((c) => `"${c}"`).join(" or "), value);
   };
   oneOf("input.background", info.input.background, ["dark", "light"]);
-  oneOf("input.placement", info.input.placement, ["mnist", "canvas"]);
+  oneOf("input.placement", info.input.placement, ["mnist", "canvas", "fit", "crop"]);
+  // Sidecars written before "polarity" existed have none: their models invert as "auto" does.
+  if (!("polarity" in info.input)) info.input.polarity = "auto";
+  oneOf("input.polarity", info.input.polarity, ["auto", "keep"]);
   if (!Array.isArray(info.labels) || !info.labels.length) fail("labels", "a list of class names", info.labels);
   positiveInteger("num_glimpses", info.num_glimpses);
   for (const key of ["glimpse_size", "num_scales", "scale_factor"]) {

@@ -1,5 +1,7 @@
 // Image pixels → the model's input tensor: a port of ram_infer/images.py (steps 3–7), so the page feeds the model
-// what `ram-infer FILE` would.
+// what `ram-infer FILE` would. Where images.py computes values in float32 (luma, contrast stretch, levels), so does
+// this port (Math.fround after each operation): the input ends as 8-bit levels, and a value a float32 ulp off a half
+// level would round to the other one. tests/test_web_preprocess.py compares the two in Node.
 //
 // An image here is {height, width, channels, data}: data a Float32Array of intensities in [0, 1], row-major
 // [H, W, c] like the numpy arrays of images.py. The browser decodes the file (8 bits per channel, EXIF orientation
@@ -15,7 +17,8 @@ const LANCZOS_SUPPORT = 3;
  * RGBA pixels from a canvas → the model input.
  * @param {ImageData} imageData 8-bit RGBA, as from getImageData.
  * @param {{height: number, width: number, channels: number, value_scale: number, background: string,
- *          placement: string}} input the sidecar's "input" (ModelInfo.input).
+ *          placement: string, polarity?: string}} input the sidecar's "input" (ModelInfo.input); polarity
+ *          defaults to "auto", as for sidecars written before it existed.
  * @returns {Float32Array} [C, H, W], ready for an ort.Tensor of dims [1, C, H, W].
  */
 export function prepareImageData(imageData, input) {
@@ -25,12 +28,17 @@ export function prepareImageData(imageData, input) {
   let image = flattenAlpha(imageData);
   if (input.channels === 1) image = luma(image);
   else if (image.channels === 1) image = repeatChannels(image, 3);
-  if ((mean(border(image).data) > 0.5) === (input.background === "dark")) image = invert(image);
+  // Step 5: "keep" models (trained on photographs) take the image as it is.
+  const polarity = input.polarity ?? "auto";
+  if (polarity === "auto" && (mean(border(image).data) > 0.5) === (input.background === "dark")) {
+    image = invert(image);
+  }
   if (image.height !== input.height || image.width !== input.width) {
-    const place = input.placement === "mnist" ? placeMnist : placeCanvas;
+    const place = PLACE.get(input.placement);
+    if (!place) throw new Error(`unknown placement ${JSON.stringify(input.placement)}`);
     image = place(image, input.height, input.width);
   }
-  return toChw(image, 255 / input.value_scale);
+  return toChw(image, input.value_scale);
 }
 
 function makeImage(height, width, channels, data = new Float32Array(height * width * channels)) {
@@ -68,13 +76,18 @@ function flattenAlpha(imageData) {
   return colour;
 }
 
-// Step 4: ITU-R 601 luma, as images.py's _luma (grey images were already given one channel).
+// Step 4: ITU-R 601 luma, as images.py's _luma (grey images were already given one channel). numpy's float32
+// matmul (OpenBLAS) accumulates R, G, B in that order with fused multiply-adds and float32 coefficients; a product
+// of two float32 values and its sum with a float32 value are exact in double, so one fround is the fused result.
+// (Other BLAS kernels may order it otherwise: the two then differ by a float32 ulp at some pixels.)
+const LUMA = [Math.fround(0.299), Math.fround(0.587), Math.fround(0.114)];
+
 function luma(image) {
   if (image.channels === 1) return image;
   const out = makeImage(image.height, image.width, 1);
   for (let i = 0; i < out.data.length; i++) {
     const [r, g, b] = image.data.subarray(3 * i, 3 * i + 3);
-    out.data[i] = r * 0.299 + g * 0.587 + b * 0.114;
+    out.data[i] = b * LUMA[2] + Math.fround(g * LUMA[1] + Math.fround(r * LUMA[0]));
   }
   return out;
 }
@@ -108,8 +121,10 @@ function placeMnist(image, height, width) {
   const level = percentile(channelMean(border(image)).data, BACKGROUND_PERCENTILE);
   const top = channelMean(image).data.reduce((a, b) => Math.max(a, b), 0);
   if (top - level < 1 / 255) return canvas; // a blank image: no ink to place
+  // numpy subtracts and divides in float32 (the Python scalars are rounded to float32 first).
+  const range = Math.fround(top - level);
   const stretched = makeImage(image.height, image.width, image.channels,
-    image.data.map((v) => Math.min(Math.max((v - level) / (top - level), 0), 1)));
+    image.data.map((v) => Math.min(Math.max(Math.fround(Math.fround(v - level) / range), 0), 1)));
   const ink = crop(stretched, inkBox(channelMean(stretched)));
   const box = Math.max(1, roundHalfEven(Math.min(height, width) * MNIST_BOX));
   const scale = box / Math.max(ink.height, ink.width);
@@ -128,17 +143,47 @@ function placeCanvas(image, height, width) {
     placed = resizeLanczos(image, Math.max(1, roundHalfEven(image.height * scale)),
       Math.max(1, roundHalfEven(image.width * scale)));
   }
+  return centred(placed, height, width);
+}
+
+// Step 6, "fit": scale up or down to the largest size that fits, keeping the aspect ratio; centre on a zero canvas.
+// The sizes are capped at the input's: rounding could otherwise give a pixel more than fits.
+function placeFit(image, height, width) {
+  const scale = Math.min(height / image.height, width / image.width);
+  const fitted = resizeLanczos(image, Math.min(height, Math.max(1, roundHalfEven(image.height * scale))),
+    Math.min(width, Math.max(1, roundHalfEven(image.width * scale))));
+  return centred(fitted, height, width);
+}
+
+// Step 6, "crop": scale to the smallest size that covers the input, keeping the aspect ratio; cut out the centre.
+// The sizes are at least the input's: rounding could otherwise leave a pixel uncovered.
+function placeCrop(image, height, width) {
+  const scale = Math.max(height / image.height, width / image.width);
+  const covering = resizeLanczos(image, Math.max(height, roundHalfEven(image.height * scale)),
+    Math.max(width, roundHalfEven(image.width * scale)));
+  const top = Math.floor((covering.height - height) / 2);
+  const left = Math.floor((covering.width - width) / 2);
+  return crop(covering, { top, left, bottom: top + height, right: left + width });
+}
+
+// A Map, not an object: a sidecar's "toString" must not find a function.
+const PLACE = new Map([["mnist", placeMnist], ["canvas", placeCanvas], ["fit", placeFit], ["crop", placeCrop]]);
+
+// The image pasted at the centre of a zero canvas of the input's size (top-left rounded down, as images.py).
+function centred(image, height, width) {
   const canvas = makeImage(height, width, image.channels);
-  paste(canvas, placed, Math.floor((height - placed.height) / 2), Math.floor((width - placed.width) / 2));
+  paste(canvas, image, Math.floor((height - image.height) / 2), Math.floor((width - image.width) / 2));
   return canvas;
 }
 
+// numpy's mean over the channels: a float32 sum in channel order, divided in float32.
 function channelMean(image) {
   const { channels: c } = image;
+  if (c === 1) return image;
   const out = makeImage(image.height, image.width, 1);
   for (let i = 0; i < out.data.length; i++) {
     let sum = 0;
-    for (let k = 0; k < c; k++) sum += image.data[i * c + k];
+    for (let k = 0; k < c; k++) sum = Math.fround(sum + image.data[i * c + k]);
     out.data[i] = sum / c;
   }
   return out;
@@ -198,11 +243,19 @@ function paste(canvas, patch, top, left) {
   }
 }
 
-function toChw(image, factor) {
+// Step 7: [H, W, C] intensities → [C, H, W] inputs p / value_scale, p the 8-bit level round(255 · intensity) (the
+// bytes training caches). Both steps are float32 operations in numpy: v · 255 is exact in double, so one fround gives
+// numpy's product; p and value_scale are float32 numbers, for which a double division rounded to float32 is the
+// float32 division (double rounding is harmless when 53 ≥ 2 · 24 + 2).
+function toChw(image, valueScale) {
   const { height: h, width: w, channels: c } = image;
+  const scale = Math.fround(valueScale);
   const out = new Float32Array(c * h * w);
   for (let i = 0; i < h * w; i++) {
-    for (let k = 0; k < c; k++) out[k * h * w + i] = image.data[i * c + k] * factor;
+    for (let k = 0; k < c; k++) {
+      const level = roundHalfEven(Math.fround(Math.min(Math.max(image.data[i * c + k], 0), 1) * 255));
+      out[k * h * w + i] = Math.fround(level / scale);
+    }
   }
   return out;
 }
@@ -214,18 +267,21 @@ function mean(values) {
 }
 
 // numpy.percentile's default: "linear" interpolation between the two nearest ranks, written the way numpy's _lerp
-// writes it (from the nearer rank) so the background level comes out the same.
+// writes it (from the nearer rank), and in float32 as numpy computes it for float32 values (the weight t included),
+// so the background level comes out the same.
 function percentile(values, q) {
   const sorted = Float64Array.from(values).sort();
   const index = (sorted.length - 1) * (q / 100);
   const below = Math.floor(index);
-  const t = index - below;
+  const t = Math.fround(index - below);
   const a = sorted[below];
   const b = sorted[Math.min(below + 1, sorted.length - 1)];
-  return t >= 0.5 ? b - (b - a) * (1 - t) : a + (b - a) * t;
+  const d = Math.fround(b - a);
+  return t >= 0.5 ? Math.fround(b - Math.fround(d * Math.fround(1 - t))) : Math.fround(a + Math.fround(d * t));
 }
 
-// Python's round(): halves go to the even neighbour, where Math.round would go up and shift a digit by a pixel.
+// Python's round() and numpy's rint: halves go to the even neighbour, where Math.round would go up (and shift a digit
+// by a pixel, or an 8-bit level by one).
 function roundHalfEven(value) {
   const floor = Math.floor(value);
   const fraction = value - floor;
