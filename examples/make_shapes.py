@@ -4,7 +4,7 @@
 
 Why: MNIST is a centred grey digit on black, so a glimpse anywhere near the middle finds it. Here each 128×96 RGB
 image is a random, randomly zoomed crop of one of the photographs shipped in the scikit-image wheel (``skimage.data``,
-no download), with one small shape (side 14–26 px, random place, rotation and saturated colour that stands out from
+no download), with one shape (side 26–40 px, random place, rotation and saturated colour that stands out from
 the photo under it, 1 px outline) and up to two small distractor marks. The model has to search a cluttered colour
 image, which is what the Recurrent Attention Model is for, and the folders load as they are with torchvision's
 ImageFolder (``ram-train`` on your own images).
@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 WIDTH, HEIGHT = 128, 96
 CLASSES = ("circle", "square", "triangle", "star", "cross", "heart")
-SHAPE_SIZE = (14.0, 26.0)  # the unrotated shape's width in pixels
+SHAPE_SIZE = (26.0, 40.0)  # the unrotated shape's width in pixels
 ZOOM = (0.75, 3.0)  # photo pixels per image pixel: below 1 enlarges the photo, above 1 shrinks a wider view
 SUPERSAMPLE = 4  # shapes are drawn at 4× and box-averaged down, for anti-aliased edges
 MARGIN = 2  # pixels kept free at the image border, for the outline and the soft edge

@@ -79,19 +79,32 @@ class Listing:
         """Each file's split (ndarray[N] of "train"/"valid"/"test"): the given one, else drawn by its path's hash.
 
         A layout that gives only train (or a CSV without a split column) has its validation and test parts drawn from
-        it; a layout that gives a split keeps it."""
+        it; a layout that gives a split keeps it. A class whose every drawn file fell in valid or test (a class of a
+        few images) keeps its most train-like file (the highest hash) in train, so that every class is learnt."""
         given = set(self.given_splits)
         drawn = [split_of(path, valid_fraction if "valid" not in given else 0.0,
                           test_fraction if "test" not in given else 0.0) for path in self.files]
-        return np.array([g if g and g != "train" else d for g, d in zip(self.given_splits, drawn)])
+        splits = np.array([g if g and g != "train" else d for g, d in zip(self.given_splits, drawn)])
+        labels = np.asarray(self.labels)
+        for label in range(len(self.classes)):
+            members = np.flatnonzero(labels == label)
+            movable = [i for i in members if self.given_splits[i] in ("", "train")]
+            if movable and not np.any(splits[members] == "train"):
+                splits[max(movable, key=lambda i: _hash_unit(self.files[i]))] = "train"
+        return splits
 
 
 def split_of(relative_path: str, valid_fraction: float, test_fraction: float) -> str:
     """The split of a file by a hash of its relative path: uniform in [0, 1), valid below ``valid_fraction``, test
     below ``valid_fraction + test_fraction``, else train. Independent of every other file."""
-    digest = hashlib.sha256(relative_path.encode("utf-8", "surrogateescape")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    u = _hash_unit(relative_path)
     return "valid" if u < valid_fraction else "test" if u < valid_fraction + test_fraction else "train"
+
+
+def _hash_unit(relative_path: str) -> float:
+    """A number in [0, 1) that is a fixed function of the path alone (the first 8 bytes of its SHA-256)."""
+    digest = hashlib.sha256(relative_path.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
 def list_data(source: str | os.PathLike) -> Listing:
