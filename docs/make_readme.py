@@ -29,6 +29,8 @@ EXAMPLE_COMMANDS = (
     ("examples/digit_7.png", "examples/paper_3.jpg"),
     ("examples/digit_7.png", "--json"),
 )
+# The own-images example: the bundled model the README's recipe trained, on test images of examples/make_shapes.py.
+OWN_IMAGES_COMMANDS = (("--model", "shapes", "examples/shape_star.png", "examples/shape_heart.png"),)
 BLOCK = re.compile(r"(<!-- begin: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.DOTALL)
 # A JSON result's glimpse locations: T pairs of six-decimal floats, too long for one README line and, after the first
 # (the model's fixed initial location), the least portable digits of the output. The README keeps the first pair.
@@ -79,9 +81,10 @@ def models_block() -> str:
         info = load_model(name).info
         network = info.training["model"]
         published = PAPER_RESULTS.get(info.dataset, ())
-        rows.append((list(TASKS).index(info.dataset), name, [
+        order = list(TASKS).index(info.dataset) if info.dataset in TASKS else len(TASKS)  # own images last
+        rows.append((order, name, [
             f"[`{name}`](ram_infer/models/{name}.md)",  # its card
-            _describe_task(TASKS[info.dataset]),
+            _describe_task(TASKS[info.dataset]) if info.dataset in TASKS else _describe_own_images(info),
             f"{info.num_glimpses} of {info.sensor.glimpse_size}×{info.sensor.glimpse_size}, "
             f"{info.sensor.num_scales} scales",
             f"{network['core'].upper()}, {network['core_hidden']} units",
@@ -107,6 +110,12 @@ def _describe_task(task) -> str:
             f"{task.canvas_size}×{task.canvas_size}")
 
 
+def _describe_own_images(info) -> str:
+    shape = info.input
+    colour = "RGB" if shape.channels == 3 else "grey"
+    return f"own images `{info.dataset}`: {len(info.labels)} classes, {shape.width}×{shape.height} {colour}"
+
+
 def _paper_error(label: str, glimpses: int, error: float) -> str:
     # The paper reads cluttered100's error off a plot ("about"); the others are two-decimal table entries.
     value = f"about {error:g}" if "about" in label else f"{error:.2f}"
@@ -118,7 +127,16 @@ def _reimplementation_error(label: str, error: float) -> str:
     return f"{error:g} %" + (f" ({source.group(1)})" if source else "")
 
 
-GENERATORS = {"models": models_block, "example": example_block}
+def own_images_block() -> str:
+    """The README's own-images example: what the bundled model trained by that recipe answers."""
+    lines = ["```console"]
+    for args in OWN_IMAGES_COMMANDS:
+        lines.append("$ " + shlex.join(["ram-infer", *args]))
+        lines += run_cli(*args).splitlines()
+    return "\n".join(lines + ["```"]) + "\n"
+
+
+GENERATORS = {"models": models_block, "example": example_block, "own-images": own_images_block}
 
 
 def render(text: str) -> str:

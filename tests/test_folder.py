@@ -299,6 +299,12 @@ def test_rgb_images_with_word_names_train_to_a_json_answer_and_a_matching_episod
     assert answer["label"] in RGB_CLASSES and answer["file"] == str(image)
     sidecar = json.loads((tmp_path / "episode.json").read_text())
     assert sidecar["input"]["polarity"] == "keep" and sidecar["labels"] == sorted(RGB_CLASSES)
+    shipped = run_cli("ram_infer.training", "card", str(tmp_path / "run"), "--name", "mine", "--models-dir",
+                      str(tmp_path / "models"))
+    assert shipped.returncode == 0, shipped.stderr
+    card = (tmp_path / "models" / "mine.md").read_text()
+    error = json.loads(shipped.stdout)["evaluation"]["error"]
+    assert f"**{100 * error:.2f} %**" in card and "`grüner Würfel`" in card and "--data" in card
 
 
 @pytest.mark.slow

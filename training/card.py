@@ -43,7 +43,7 @@ from ram_infer.metadata import ModelInfo
 
 from .card_markdown import PAPER_RESULTS, TRACE_IMAGES, episode_section, render_card
 from .config import TrainConfig
-from .data import SPLIT_SEEDS, evaluation_split
+from .data import SPLIT_SEEDS, evaluation_split, open_folder
 from .episode import export_episode, sidecar
 from .evaluate import errors_per_glimpse, evaluate_onnx, mean_rollouts, on_canvas, plot_curve, plot_onnx_traces
 from .export import ParityError, check_parity, export_loaded_checkpoint, load_checkpoint, read_checkpoint
@@ -120,6 +120,8 @@ def make_card(
                          "runtime": f"onnxruntime {onnxruntime.__version__}",
                          "full_split": limit is None or len(images) < limit}
         facts["parity"] = parity
+        if config.task == "folder":
+            facts["data"] = folder_facts(config)
         info = dataclasses.replace(exported, test_error=evaluation["error"],
                                    training={**exported.training, **facts})
         models_dir.mkdir(parents=True, exist_ok=True)
@@ -298,8 +300,20 @@ def training_facts(log_path: Path, checkpoint: dict[str, Any], config: TrainConf
     return facts
 
 
+def folder_facts(config: TrainConfig) -> dict[str, Any]:
+    """An own data set's split sizes and skipped files, for the card."""
+    data = open_folder(config)
+    counts = {split: int(sum(values)) for split, values in data.counts().items()}
+    return {**counts, "skipped": len(data.failed) + len(data.listing.missing),
+            "given_splits": any(data.listing.given_splits)}
+
+
 def reconstructed_command(run_dir: Path, config: TrainConfig) -> str:
-    """The ``ram-train train`` command that starts this run today: its preset plus the settings that differ from it."""
+    """The ``ram-train train`` command that starts this run today: its preset plus the settings that differ from it;
+    for own images, the data and the steps the plan chose (the rest follows from the data)."""
+    if config.task == "folder":
+        return shlex.join(["ram-train", "train", "--data", str(config.data), "--out", str(run_dir),
+                           f"steps={config.steps}"])
     preset = config.task if config.task in PRESETS else None
     words = ["ram-train", "train", "--preset", preset or "?", "--out", str(run_dir)]
     if preset is not None:

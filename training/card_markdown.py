@@ -59,7 +59,9 @@ def render_card(
         paths: the written files (``onnx``, ``card``, ``curve``, ``trace``).
         card_command: the ``ram-train card`` command that made the card.
     """
-    facts, m, task = info.training, config.model, TASKS[config.task]
+    facts, m = info.training, config.model
+    own = config.task not in TASKS
+    described = _describe_own(info) if own else _describe_task(TASKS[config.task])
     T, n = m.num_glimpses, evaluation["images"]
     error = evaluation["error"]
     interval = 1.96 * math.sqrt(max(error * (1 - error), 1e-12) / n)
@@ -67,27 +69,22 @@ def render_card(
     picture = {key: Path(os.path.relpath(paths[key], paths["card"].parent)).as_posix() for key in ("curve", "trace")}
     scope = "the full test split" if facts["test"]["full_split"] else f"only the first {n} test images (`--limit`)"
     lines = [
-        f"# `{name}`: RAM on {_describe_task(task)}",
+        f"# `{name}`: RAM on {described}",
         "",
-        f"The Recurrent Attention Model (Mnih et al. 2014) classifying {_describe_task(task)} with {T} glimpses. "
+        f"The Recurrent Attention Model (Mnih et al. 2014) classifying {described} with {T} glimpses. "
         f"Test error **{_percent(error)}** on {_count(n)} test images with the mean location policy, measured "
         "through the exported ONNX step network and the ram-infer runtime, not the torch model.",
         "",
         "```python",
         "import ram_infer",
         f'engine = ram_infer.load_model("{name}")',
-        "prediction = engine.predict_files([\"digit.png\"])  # or engine.predict(images [N, C, H, W])",
+        f"prediction = engine.predict_files([\"{'image' if own else 'digit'}.png\"])  "
+        "# or engine.predict(images [N, C, H, W])",
         "```",
         "",
         "## Data",
         "",
-        f"- {_describe_task(task)}, from MNIST's 50 000 training / 10 000 validation / 10 000 test digits "
-        "(`mnist.pkl.gz`, or the IDX files with the last 10 000 training digits held out for validation).",
-        f"- Validation and test images come from `training/data.py` `fixed_split` with the seeds "
-        f"`SPLIT_SEEDS` = valid {SPLIT_SEEDS['valid']}, test {SPLIT_SEEDS['test']}"
-        + (" (they place nothing on plain 28×28 MNIST)." if task.canvas_size == 28 and not task.num_clutter
-           else "; training images are generated on the fly.")
-        + f" Training seed {config.seed} (initial weights, data order, placements and location noise).",
+        *(_own_data_lines(info, config) if own else _mnist_data_lines(TASKS[config.task], config)),
         "",
         "## Training",
         "",
@@ -97,13 +94,15 @@ def render_card(
         "",
     ]
     if facts["command_source"] != "given":
-        lines += ["(Reconstructed from the run's configuration: its preset plus the settings that differ from it.)", ""]
+        lines += ["(Reconstructed from the run's configuration: its preset plus the settings that differ from it, or "
+                  "its data and the steps its plan chose.)", ""]
     if facts.get("schedule_legs"):
         lines += [schedule_text(facts["schedule_legs"], facts["planned_steps"]), ""]
     regularisation = regularisation_text(config, facts["steps"])
     regularisation = f"; {regularisation}" if regularisation else ""
     lines += [
-        f"- Preset `{facts['preset']}`; {facts['steps']} optimiser steps to this checkpoint "
+        f"- {'Settings chosen from the data (`ram-train plan`)' if own else 'Preset `' + str(facts['preset']) + '`'}"
+        f"; {facts['steps']} optimiser steps to this checkpoint "
         f"(the run: {facts['run_steps']} of {facts['planned_steps']}), batch {config.batch_size}, "
         f"Adam lr {config.learning_rate:g} with cosine decay to ×{config.lr_decay_to:g}, location σ "
         f"{m.location_std:g}, "
@@ -259,6 +258,39 @@ def _parity_lines(parity: dict[str, Any]) -> list[str]:
             "a one-ulp difference between torch and ONNX Runtime moves the glimpse by a pixel and that episode "
             "parts from torch's:",
             "", "```", parity["failure"], "```"]
+
+
+def _mnist_data_lines(task: Task, config: TrainConfig) -> list[str]:
+    return [
+        f"- {_describe_task(task)}, from MNIST's 50 000 training / 10 000 validation / 10 000 test digits "
+        "(`mnist.pkl.gz`, or the IDX files with the last 10 000 training digits held out for validation).",
+        f"- Validation and test images come from `training/data.py` `fixed_split` with the seeds "
+        f"`SPLIT_SEEDS` = valid {SPLIT_SEEDS['valid']}, test {SPLIT_SEEDS['test']}"
+        + (" (they place nothing on plain 28×28 MNIST)." if task.canvas_size == 28 and not task.num_clutter
+           else "; training images are generated on the fly.")
+        + f" Training seed {config.seed} (initial weights, data order, placements and location noise).",
+    ]
+
+
+def _own_data_lines(info: ModelInfo, config: TrainConfig) -> list[str]:
+    data, shape = info.training["data"], info.input
+    split = ", ".join(f"{_count(data[name])} {name}" for name in ("train", "valid", "test"))
+    skipped = f"; {data['skipped']} files skipped (cannot be decoded or missing)" if data["skipped"] else ""
+    return [
+        f"- `{config.data}` (`ram-train train --data`): {split} images{skipped}; splits "
+        + ("as the data gives them" if data["given_splits"] else
+           f"drawn by a hash of each file's path ({config.valid_fraction:g} valid, {config.test_fraction:g} test)")
+        + ".",
+        f"- Classes ({len(info.labels)}): " + ", ".join(f"`{label}`" for label in info.labels) + ".",
+        f"- Input: {shape.height}×{shape.width} (height×width), {shape.channels} channel(s); an image of another "
+        f"size is placed by `{shape.placement}`, polarity `{shape.polarity}` (`ram_infer/images.py`); training "
+        f"read the same 8-bit levels from its cache. Training seed {config.seed}.",
+    ]
+
+
+def _describe_own(info: ModelInfo) -> str:
+    colour = "RGB" if info.input.channels == 3 else "grey"
+    return f"own images `{info.dataset}` ({len(info.labels)} classes, {info.input.width}×{info.input.height} {colour})"
 
 
 def _describe_task(task: Task) -> str:

@@ -112,6 +112,7 @@ def plot_traces(
     locations: np.ndarray,
     sensor: SensorSpec,
     path: str | Path,
+    names: tuple[str, ...] | None = None,
 ) -> None:
     """A grid of images with their glimpse paths, drawn by the runtime's own ``ram_infer.draw`` (one drawing for
     ``ram-infer --trace`` and the cards): every glimpse's k boxes, numbered, the true label and the answer below.
@@ -123,11 +124,13 @@ def plot_traces(
         locations (ndarray[N, T, 2], float32): the glimpse centres l_0 … l_{T-1} as (x, y) in [-1, 1].
         sensor: the model's (g, k, s), for the box sizes.
         path: the PNG to write.
+        names: the class names to caption with (own images); None writes the class numbers.
     """
     channels, height, width = images.shape[1:]
     shape = InputFormat(height=height, width=width, channels=channels)  # value_scale 255: [0, 1] → 8-bit
     tiles = []
     for image, path_t, label, answer in zip(images, locations, labels, answers):
+        label, answer = (names[label], names[answer]) if names else (label, answer)
         caption = f"label {label}, answer {answer}" + ("" if label == answer else " (wrong)")
         tiles += draw_glimpses(image, path_t, sensor, shape, last_only=True, caption=caption)
     trace_grid(tiles).save(path)
@@ -229,7 +232,9 @@ def plot_onnx_traces(onnx_path: str | os.PathLike, images: np.ndarray, labels: n
     """``plot_traces`` of the glimpse paths the runtime follows on ``images`` [N, C, H, W] with labels [N]."""
     engine = load_model(onnx_path, threads=1)
     prediction = engine.predict(images)
-    plot_traces(images, labels, prediction.labels, prediction.locations, engine.info.sensor, path)
+    named = engine.info.labels != tuple(str(i) for i in range(engine.info.num_classes))
+    plot_traces(images, labels, prediction.labels, prediction.locations, engine.info.sensor, path,
+                names=engine.info.labels if named else None)
 
 
 def on_canvas(task: str) -> bool:
