@@ -219,6 +219,23 @@ def preprocess(
     return prepare_array(image, input_format, source=source or "array")
 
 
+def read_header(path: str | os.PathLike) -> tuple[int, int, bool]:
+    """An image file's height, width and whether it is in colour, from its header alone (no pixels decoded), with
+    the same checks as ``read_intensities``: a regular file of a decodable format.
+
+    Raises:
+        ImageError: not a regular file, unreadable, or not an image of a decodable format.
+    """
+    source = str(path)
+    _check_regular_file(path, source)
+    try:
+        with warnings.catch_warnings(), open(path, "rb") as file, Image.open(file, formats=_PILLOW_FORMATS) as image:
+            warnings.simplefilter("ignore")  # a header's oddities are the decoder's business, later
+            return image.height, image.width, _mode_to_read(image) in ("RGB", "RGBA")
+    except (UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS) as error:
+        raise ImageError(f"{source}: not an image file of a supported format ({error})") from None
+
+
 def _decode(open_file: Callable[[], BinaryIO], source: str, max_pixels: int) -> np.ndarray:
     """Steps 1–2 on the stream ``open_file()`` gives (opened again to count a JPEG's scans)."""
     try:

@@ -589,3 +589,16 @@ def test_cached_levels_give_exactly_the_runtime_input(tmp_path, placement):
     levels = load_levels(path, shape)
     assert levels.dtype == np.uint8 and levels.shape == (3, 24, 32)
     np.testing.assert_array_equal(levels_to_input(levels, shape), load_image(path, shape))
+
+
+def test_read_header_gives_the_size_and_colour_and_refuses_what_decoding_refuses(tmp_path):
+    from ram_infer.images import read_header
+
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / "colour.png")
+    Image.new("RGB", (30, 20), (90, 90, 90)).convert("L").save(tmp_path / "grey.jpg")
+    assert read_header(tmp_path / "colour.png") == (20, 30, True)
+    assert read_header(tmp_path / "grey.jpg") == (20, 30, False)
+    (tmp_path / "eps.png").write_bytes(POSTSCRIPT)
+    for bad in ("eps.png", "missing.png"):
+        with pytest.raises(ImageError):
+            read_header(tmp_path / bad)

@@ -25,9 +25,8 @@ import time
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from ram_infer.images import ImageError, read_intensities
+from ram_infer.images import ImageError, read_header, read_intensities
 
 from .config import ModelConfig, TrainConfig, apply_overrides
 from .folder import Listing, cache_folder, fingerprints, list_data
@@ -37,7 +36,6 @@ DEFAULT_MINUTES = 20.0
 PROBE_IMAGES = 2000  # headers read to choose the canvas and channels (evenly spread over the listing)
 POLARITY_IMAGES = 64  # images decoded to tell ink on paper from photographs
 PLAIN_BORDER_STD = 0.1  # a border this even (std of its intensities) is paper, not a scene
-_COLOUR_MODES = {"RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "RGBa"}
 
 # What differs from TrainConfig's defaults for own images: the settings of the paper's larger canvases (an LSTM core
 # and σ = 0.15, as the translated and cluttered presets), which also serve 28×28.
@@ -159,11 +157,12 @@ def probe_images(listing: Listing) -> dict[str, Any]:
     colour, unreadable = False, 0
     for file in listing.files[::step]:
         try:
-            with Image.open(listing.root / file) as image:
-                sizes[image.height, image.width] = sizes.get((image.height, image.width), 0) + 1
-                colour = colour or image.mode in _COLOUR_MODES or (image.mode == "P" and not _grey_palette(image))
-        except (OSError, ValueError, Image.DecompressionBombError):
+            height, width, in_colour = read_header(listing.root / file)
+        except ImageError:
             unreadable += 1
+            continue
+        sizes[height, width] = sizes.get((height, width), 0) + 1
+        colour = colour or in_colour
     if not sizes:
         raise ValueError(f"{listing.source}: none of the {len(listing.files[::step])} images looked at can be read")
     heights = [h for (h, _), n in sizes.items() for _ in range(n)]
@@ -172,11 +171,6 @@ def probe_images(listing: Listing) -> dict[str, Any]:
             "sizes": sorted(([h, w, n] for (h, w), n in sizes.items()), key=lambda s: -s[2]),
             "median": [int(np.median(heights)), int(np.median(widths))],
             "plain_borders": _plain_border_fraction(listing)}
-
-
-def _grey_palette(image: Image.Image) -> bool:
-    palette = np.asarray(image.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
-    return bool(np.all(palette == palette[:, :1]))
 
 
 def _plain_border_fraction(listing: Listing) -> float:
