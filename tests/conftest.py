@@ -115,11 +115,41 @@ def digit_files() -> list[Path]:
 SAMPLE = Path(__file__).parent / "fixtures" / "mnist_test_sample.npz"  # tests/fixtures/make_mnist_sample.py
 
 
-def sample_for(dataset: str) -> tuple[np.ndarray, np.ndarray]:
-    """The sample's digits placed as the data set places them (fixed seed), in [0, 1], and their labels."""
+def sample_for(dataset: str, input_format=None, labels=()) -> tuple[np.ndarray, np.ndarray]:
+    """The sample's digits placed as the data set places them (fixed seed), in [0, 1], and their labels; for the
+    shapes example (examples/make_shapes.py) its first test images, made anew, in ``input_format``, labelled in the
+    order of the model's ``labels``."""
+    if dataset == "shapes":
+        return shapes_sample(input_format, labels)
     with np.load(SAMPLE) as sample:
         digits, labels = sample["digits"].astype(np.float32) / 255, sample["labels"]
     from ram_infer.training.data import TASKS, compose
 
     images = compose(digits, digits, TASKS[dataset], np.random.default_rng(2014), digit_indices=np.arange(len(digits)))
     return images, labels
+
+
+SHAPES_PER_CLASS = 50  # 300 test images
+
+
+def shapes_sample(input_format, labels) -> tuple[np.ndarray, np.ndarray]:
+    """The first SHAPES_PER_CLASS test-split images of each class of ``make_shapes.py shapes`` (seed 0): the files
+    the bundled ``shapes`` model never saw in training, made in memory (PNG is lossless: the same pixels)."""
+    import importlib.util
+
+    from ram_infer.images import prepare_array
+    from ram_infer.training.folder import split_of
+
+    pytest.importorskip("skimage")
+    generator = Path(__file__).parents[1] / "examples" / "make_shapes.py"
+    spec = importlib.util.spec_from_file_location("make_shapes", generator)
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    photos = shapes.load_photos()
+    images, answers = [], []
+    for label, name in enumerate(shapes.CLASSES):
+        test = [i for i in range(2000) if split_of(f"{name}/{name}_{i:05d}.png", 0.1, 0.1) == "test"]
+        for index in test[:SHAPES_PER_CLASS]:
+            images.append(prepare_array(shapes.make_image(0, label, index, photos), input_format))
+            answers.append(list(labels).index(name))
+    return np.stack(images), np.array(answers)

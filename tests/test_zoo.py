@@ -22,7 +22,7 @@ MARGIN = 0.025
 @pytest.mark.parametrize("name", sorted(bundled_models()))
 def test_bundled_model_is_as_accurate_as_its_card_says(name: str) -> None:
     engine = load_model(name, threads=1)
-    images, labels = sample_for(engine.info.dataset)
+    images, labels = sample_for(engine.info.dataset, engine.info.input, engine.info.labels)
     error = float(np.mean(engine.predict(images).labels != labels))
     assert engine.info.test_error is not None
     assert error <= engine.info.test_error + MARGIN

@@ -282,7 +282,8 @@ def command_eval(args: argparse.Namespace) -> int:
             result["digit_reach"] = digit_reach(locations, corners, labels, answers[:, -1], sensor, c.height, c.width)
         if args.trace:  # the paths of the first images, from the episodes just run
             first = slice(args.trace_images)
-            plot_traces(images[first], labels[first], answers[first, -1], locations[first], sensor, args.trace)
+            plot_traces(images[first], labels[first], answers[first, -1], locations[first], sensor, args.trace,
+                        names=tuple(config.classes) or None)
         if args.curve:
             plot_curve(path.parent / LOG, args.curve)
             result["curve"] = args.curve
