@@ -374,10 +374,10 @@ def _decode_all(listing: Listing, shape: InputFormat, levels_path: Path, todo: l
 
             # spawn: the training process may hold torch's thread pools, which a forked child must not inherit
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-                for result in pool.map(_decode_chunk, jobs):
+                for job, result in zip(jobs, pool.map(_decode_chunk, jobs)):
                     failed.update(result)
                     if bar is not None:
-                        bar.update(_CHUNK)
+                        bar.update(len(job[2]))
         else:
             for job in jobs:
                 failed.update(_decode_chunk(job))
