@@ -4,7 +4,7 @@
 
 Why: MNIST is a centred grey digit on black, so a glimpse anywhere near the middle finds it. Here each 128×96 RGB
 image is a random, randomly zoomed crop of one of the photographs shipped in the scikit-image wheel (``skimage.data``,
-no download), with one shape (side 26–40 px, random place, rotation and saturated colour that stands out from
+no download), with one shape (side 32–52 px, random place, rotation and saturated colour that stands out from
 the photo under it, 1 px outline) and up to two small distractor marks. The model has to search a cluttered colour
 image, which is what the Recurrent Attention Model is for, and the folders load as they are with torchvision's
 ImageFolder (``ram-train`` on your own images).
@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 WIDTH, HEIGHT = 128, 96
 CLASSES = ("circle", "square", "triangle", "star", "cross", "heart")
-SHAPE_SIZE = (26.0, 40.0)  # the unrotated shape's width in pixels
+SHAPE_SIZE = (32.0, 52.0)  # the unrotated shape's width in pixels
 ZOOM = (0.75, 3.0)  # photo pixels per image pixel: below 1 enlarges the photo, above 1 shrinks a wider view
 SUPERSAMPLE = 4  # shapes are drawn at 4× and box-averaged down, for anti-aliased edges
 MARGIN = 2  # pixels kept free at the image border, for the outline and the soft edge
@@ -247,7 +247,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         prog="make_shapes.py", description="Writes coloured shapes on photo crops, in ImageFolder layout."
     )
     parser.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="where to write (must be new or empty)")
-    parser.add_argument("--per-class", type=int, default=2000, metavar="N", help="images per class (default 2000)")
+    parser.add_argument("--per-class", type=int, default=3000, metavar="N", help="images per class (default 3000)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed, 0 or more (default 0)")
     parser.add_argument("--split", action="store_true", help="write train/, valid/, test/ (80/10/10)")
     return parser.parse_args(argv)

@@ -3,7 +3,9 @@
 ``ram-train plan --data DIR`` prints it without training; ``ram-train train --data DIR`` trains it. The choices:
 
 - canvas H×W: the images' size when they all share one, else their median height and width; either scaled down,
-  keeping the aspect ratio, until the longer side is at most ``MAX_CANVAS_SIDE`` (the cache holds N·C·H·W bytes);
+  keeping the aspect ratio, until the longer side is at most ``MAX_CANVAS_SIDE``: on the shapes example a 64×48
+  canvas learnt as much per step as 128×96 and took 2.2× the steps per minute (docs/experiments.md), and in a
+  bounded time the steps are what counts; set ``model.height`` and ``model.width`` for fine detail;
 - channels: 3 if any image is in colour, else 1;
 - polarity and background: one-channel images on plain backgrounds (ink on paper: digits, letters, drawings) get
   polarity "auto" on a dark background, so light paper is inverted as for MNIST, in training and at run time alike;
@@ -31,7 +33,7 @@ from ram_infer.images import ImageError, read_header, read_intensities
 from .config import ModelConfig, TrainConfig, apply_overrides
 from .folder import Listing, cache_folder, fingerprints, list_data
 
-MAX_CANVAS_SIDE = 128
+MAX_CANVAS_SIDE = 64
 DEFAULT_MINUTES = 20.0
 PROBE_IMAGES = 2000  # headers read to choose the canvas and channels (evenly spread over the listing)
 POLARITY_IMAGES = 64  # images decoded to tell ink on paper from photographs
