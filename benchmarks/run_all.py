@@ -2,12 +2,16 @@
 
 Run from the repository root, on a machine as idle as you can get it (each table records the load average):
 
-    python benchmarks/run_all.py [--quick] [--only engine sensor train] [--out-dir benchmarks/results]
+    python benchmarks/run_all.py [--quick] [--only engine sensor train folder] [--out-dir benchmarks/results]
 
 - engine: bench_engine.py — ram-infer vs eager PyTorch RAM vs CNNs: latency, throughput, memory, size, accuracy,
   and the image-size sweep (engine.md, engine.png);
 - sensor: bench_sensor.py — the glimpse sensor: C++ vs numpy vs the torch crop loop (sensor.md);
-- train: bench_train.py — training throughput of ram-train vs the eager PyTorch RAM (train.md).
+- train: bench_train.py — training throughput of ram-train vs the eager PyTorch RAM (train.md);
+- folder: bench_folder.py — own-image folders: building the cache, and a training step against a built-in task's
+  (folder.md).
+
+bench_folder_models.py is not among them: it needs a ram-train run on own images and CNNs trained on its data.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ SCRIPTS = {
     "engine": ("bench_engine.py", lambda out: ["--out-dir", str(out)]),
     "sensor": ("bench_sensor.py", lambda out: ["--out", str(out / "sensor.md")]),
     "train": ("bench_train.py", lambda out: ["--out", str(out / "train.md")]),
+    "folder": ("bench_folder.py", lambda out: ["--out", str(out / "folder.md")]),
 }
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import json
 import os
 import pickle
 import subprocess
@@ -22,10 +24,12 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 ENV = {key: value for key, value in os.environ.items() if key != "PYTHONSAFEPATH"}
 
 
-def run_script(script: str, *args: str | Path) -> subprocess.CompletedProcess:
+def run_script(script: str, *args: str | Path, env: dict[str, str] | None = None,
+               returncode: int = 0) -> subprocess.CompletedProcess:
+    """Runs a benchmark script (``env`` added to the environment) and checks its exit status."""
     command = [sys.executable, str(BENCHMARKS / script), *map(str, args)]
-    result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
+    result = subprocess.run(command, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == returncode, result.stderr
     return result
 
 
@@ -113,10 +117,99 @@ def test_train_cnn_quick(tmp_path, fake_mnist, cnn):
     pytest.importorskip("torch")
     onnx = pytest.importorskip("onnx")
     out = tmp_path / f"{cnn}.onnx"
-    run_script("train_cnn.py", "--model", cnn, "--steps", "2", "--batch-size", "16", "--data", fake_mnist,
+    run_script("train_cnn.py", "--model", cnn, "--steps", "2", "--batch-size", "16", "--data-root", fake_mnist,
                "--test-images", "64", "--out", out)
     facts = {prop.key: prop.value for prop in onnx.load(str(out)).metadata_props}
     assert facts["bench.task"] == "mnist" and 0 <= float(facts["bench.test_accuracy"]) <= 1
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory) -> dict:
+    """A ram-train run on a tiny folder of 40×48 RGB PNGs (3 classes, each its bright channel), laid out as a run
+    usually is: ``runs/pngs/config.json`` (the plan's) naming its data ``pngs`` relative to where it ran; a RAM model
+    of its input format (random weights: accuracy is not the point), and the cache folder the scripts use."""
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from ram_infer.training.export import export_step_model
+    from ram_infer.training.model import RecurrentAttention
+    from ram_infer.training.plan import plan_run
+
+    root = tmp_path_factory.mktemp("folder_run")
+    data = root / "pngs"
+    rng = np.random.default_rng(0)
+    for i in range(90):
+        pixels = rng.integers(0, 64, (40, 48, 3), dtype=np.uint8)
+        pixels[..., i % 3] += 128
+        (data / f"class_{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(data / f"class_{i % 3}" / f"{i:03d}.png")
+    config = plan_run(str(data), ["steps=1"], measure=False).config
+    run = root / "runs" / "pngs"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({**config.to_dict(), "data": "pngs"}))  # as typed, in root
+    model = root / "pngs.onnx"
+    export_step_model(RecurrentAttention(config.model), model, dataset="pngs", labels=config.classes)
+    return {"data": data, "run": run, "model": model, "config": config,
+            "env": {"RAM_INFER_CACHE": str(root / "cache")}}
+
+
+@pytest.fixture(scope="module")
+def folder_cnns(folder_run, tmp_path_factory) -> Path:
+    """The two CNNs trained on the run's folder: paper_cnn through the run, resnet8 from the folder alone (the plan
+    gives the same input format and splits)."""
+    models = tmp_path_factory.mktemp("folder_cnns")
+    own_images = {"paper_cnn": ["--run", folder_run["run"], "--data", folder_run["data"]],
+                  "resnet8": ["--data", folder_run["data"]]}
+    for cnn, source in own_images.items():
+        run_script("train_cnn.py", "--model", cnn, *source, "--steps", "2", "--batch-size", "8",
+                   "--out", models / f"{cnn}_pngs.onnx", env=folder_run["env"])
+    return models
+
+
+def test_train_cnn_on_own_images_takes_the_runs_input(folder_run, folder_cnns):
+    onnx = pytest.importorskip("onnx")
+    config = folder_run["config"]
+    for cnn in ("paper_cnn", "resnet8"):
+        proto = onnx.load(str(folder_cnns / f"{cnn}_pngs.onnx"))
+        facts = {prop.key: prop.value for prop in proto.metadata_props}
+        assert facts["bench.task"] == "pngs" and 0 <= float(facts["bench.test_accuracy"]) <= 1
+        assert facts["bench.data"] == str(folder_run["data"])
+        assert json.loads(facts["bench.input"]) == dataclasses.asdict(config.model.input_format)
+        assert ("bench.run" in facts) is (cnn == "paper_cnn")
+        dims = [[d.dim_value for d in value.type.tensor_type.shape.dim][1:]
+                for value in (proto.graph.input[0], proto.graph.output[0])]
+        assert dims == [[3, 40, 48], [3]]  # channels × height × width in, one logit per class out
+
+
+def test_train_cnn_asks_where_a_runs_relative_data_is(folder_run):
+    result = run_script("train_cnn.py", "--model", "resnet8", "--run", folder_run["run"], "--steps", "1",
+                        env=folder_run["env"], returncode=2)
+    assert "'pngs' is not found" in result.stderr and "--data DIR" in result.stderr
+
+
+def test_bench_folder_models_quick(tmp_path, folder_run, folder_cnns):
+    onnx = pytest.importorskip("onnx")
+    out = tmp_path / "folder_models.md"
+    run_script("bench_folder_models.py", "--quick", "--ram-model", folder_run["model"], "--run", folder_run["run"],
+               "--data", folder_run["data"], "--cnn-models", folder_cnns, "--out", out, env=folder_run["env"])
+    (rows,) = parse_tables(out)
+    assert [row["model"] for row in rows] == ["ram-infer", "paper CNN (ONNX Runtime)", "ResNet-8 (ONNX Runtime)"]
+    assert rows[0]["batch-1 latency vs RAM"] == "1.00×"
+    for row in rows:
+        assert 0 < number(row["batch-1 median µs"]) <= number(row["batch-1 p99 µs"])
+        expected = number(row["batch-1 median µs"]) / number(rows[0]["batch-1 median µs"])
+        assert number(row["batch-1 latency vs RAM"]) == pytest.approx(expected, abs=0.011)
+    for row in rows[1:]:  # the same test split as train_cnn.py measured it on
+        facts = {prop.key: prop.value for prop in onnx.load(str(folder_cnns / row["file"].strip("`"))).metadata_props}
+        assert number(row["test accuracy"]) / 100 == pytest.approx(float(facts["bench.test_accuracy"]), abs=1e-4)
+
+
+def test_bench_folder_models_refuses_a_model_of_another_input(tmp_path, folder_run):
+    other = export_tiny_model("rnn", tmp_path).path  # MNIST's 28×28 grey input
+    result = run_script("bench_folder_models.py", "--quick", "--ram-model", other, "--run", folder_run["run"],
+                        "--data", folder_run["data"], "--out", tmp_path / "out.md", env=folder_run["env"],
+                        returncode=2)
+    assert "export the run's model" in result.stderr and not (tmp_path / "out.md").exists()
 
 
 def test_bench_train_quick(tmp_path):
@@ -134,6 +227,27 @@ def test_bench_train_quick(tmp_path):
         for row in own:
             expected = number(row["images/s"]) / number(own[0]["images/s"])
             assert number(row["vs ram-train float32"]) == pytest.approx(expected, abs=0.011)
+
+
+def test_bench_folder_quick(tmp_path, fake_mnist):
+    pytest.importorskip("torch")
+    out = tmp_path / "folder.md"
+    run_script("bench_folder.py", "--quick", "--images", "200", "--step-images", "200", "--batch-size", "16",
+               "--mnist", fake_mnist, "--out", out)
+    requirements, caching, steps = parse_tables(out)
+    assert requirements[0]["verdict"] == "not judged (another size)"  # the cache's is for 50,000 images
+    assert requirements[1]["verdict"] in ("met", "**not met**")
+    assert [row["cache"].split()[0] for row in caching] == ["cold", "warm", "incremental"]
+    assert [number(row["images decoded"]) for row in caching] == [200, 0, 2]  # 1 % touched: decoded again
+    assert all(number(row["seconds"]) > 0 for row in caching)
+    assert [row["data"].split(",")[0] for row in steps] == ["cluttered60", "folder of 60×60 grey PNGs",
+                                                            "folder of 64×64 RGB PNGs"]
+    assert steps[0]["model"] == steps[1]["model"]  # the folder trains the built-in task's model
+    for row in steps:
+        assert number(row["images/s"]) == pytest.approx(16 / (number(row["step ms"]) / 1e3), rel=0.01)
+        assert 0 < number(row["batch alone ms"]) < number(row["step ms"])
+        expected = number(row["step ms"]) / number(steps[0]["step ms"])
+        assert number(row["step vs built-in"]) == pytest.approx(expected, abs=0.011)
 
 
 def test_bench_train_profile_lists_the_steps_operators(tmp_path):

@@ -56,6 +56,10 @@ def test_example_output_is_what_ram_infer_prints():
     _assert_current("example", make_readme.example_block())
 
 
+def test_own_images_output_is_what_ram_infer_prints():
+    _assert_current("own-images", make_readme.own_images_block())
+
+
 def test_model_table_is_generated_from_the_bundled_models():
     pytest.importorskip("torch")  # the published errors live in training/card.py, which imports torch
     _assert_current("models", make_readme.models_block())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from ram_infer.engine import bundled_models
 from conftest import sample_for
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
-# 300 images: a model at its measured error p gets more than p + 2.5 points wrong with probability well under 1 %.
+# 300 images: a model at its measured error p gets more than p + 2.5 points wrong with probability well under 1 % for
+# the digit models (p ≤ 6 %); for a model of a larger error three binomial standard deviations are the margin.
 MARGIN = 0.025
 
 
@@ -25,7 +27,8 @@ def test_bundled_model_is_as_accurate_as_its_card_says(name: str) -> None:
     images, labels = sample_for(engine.info.dataset, engine.info.input, engine.info.labels)
     error = float(np.mean(engine.predict(images).labels != labels))
     assert engine.info.test_error is not None
-    assert error <= engine.info.test_error + MARGIN
+    p = engine.info.test_error
+    assert error <= p + max(MARGIN, 3 * math.sqrt(p * (1 - p) / len(labels)))
 
 
 def test_default_model_reads_the_example_digits(capsys: pytest.CaptureFixture[str]) -> None:
