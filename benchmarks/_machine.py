@@ -76,3 +76,11 @@ def machine_details() -> dict[str, str]:
 def markdown_lines(details: dict[str, str]) -> list[str]:
     """The details as a markdown bullet list."""
     return [f"- {key}: {value}" for key, value in details.items()]
+
+
+def write_report(path: Path, lines: list[str], details: dict[str, str]) -> None:
+    """Writes a results table's lines, then the machine's details, to ``path`` (and prints them)."""
+    lines = [*lines, "Machine, before measuring:", "", *markdown_lines(details), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))

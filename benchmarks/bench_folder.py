@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from _machine import REPO, machine_details, markdown_lines
+from _machine import REPO, machine_details, write_report
 from PIL import Image, ImageDraw
 
 # No torch here, nor anything that imports it (training.train): the decoding processes are spawned, so each imports
@@ -296,14 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         " not reading from a disk. A folder's batch is a copy of cached 8-bit levels and a division; the built-in "
         "task's composes every image (digit, clutter) anew.",
         "",
-        "Machine, before measuring:",
-        "",
-        *markdown_lines(machine),
-        "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.out, lines, machine)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from _folder_run import evaluation_images, open_run_data, run_config
-from _machine import machine_details, markdown_lines
+from _machine import machine_details, write_report
 from bench_engine import BATCH, CNN_MODELS, CNN_NAMES, RAM_NAME, _measure
 
 from ram_infer import load_model
@@ -142,14 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table_lines(rows, min(BATCH, len(labels))),
         "",
-        "Machine, before measuring:",
-        "",
-        *markdown_lines(machine),
-        "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines), encoding="utf-8")
-    print("\n".join(lines))
+    write_report(args.out, lines, machine)
     return 0
 
 
