@@ -31,7 +31,7 @@ from ram_infer.training.augment import (  # noqa: E402
 from ram_infer.training.cli import main  # noqa: E402
 from ram_infer.training.config import ModelConfig, TrainConfig, apply_overrides  # noqa: E402
 from ram_infer.training.evaluate import errors_per_glimpse  # noqa: E402
-from ram_infer.training.export import load_checkpoint  # noqa: E402
+from ram_infer.training.export import dataset_name, load_checkpoint  # noqa: E402
 from ram_infer.training.losses import hybrid_loss  # noqa: E402
 from ram_infer.training.model import RecurrentAttention, Rollout  # noqa: E402
 from ram_infer.training.streams import numpy_stream  # noqa: E402
@@ -379,7 +379,8 @@ def test_configurations_of_earlier_runs_still_load_unless_they_used_a_retired_se
 def test_the_bundled_models_training_configurations_still_load(name: str) -> None:
     info = load_model(name).info
     config = TrainConfig.from_dict({**info.training["config"], "model": info.training["model"]})
-    assert (config.task, config.model.num_glimpses) == (info.dataset, info.num_glimpses)
+    assert (dataset_name(config), config.model.num_glimpses) == (info.dataset, info.num_glimpses)
+    assert config.model.input_format == info.input and (not config.classes or tuple(config.classes) == info.labels)
 
 
 def test_train_refuses_to_overwrite_a_run(data_root: Path, tmp_path: Path, capsys) -> None:
