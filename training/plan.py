@@ -94,7 +94,7 @@ class Plan:
         lines.append(f"sensor: {m.num_glimpses} glimpses of {m.glimpse_size}×{m.glimpse_size} at {m.num_scales} "
                      f"scales (coarsest patch {coarsest} px)")
         lines.append(f"network: {m.core} core of {m.core_hidden}, {m.num_classes} classes")
-        pace = (f"{self.seconds_per_1000_steps:.0f} s per 1000 steps measured here"
+        pace = (f"{self.seconds_per_1000_steps:.0f} s per 1000 steps measured here; train measures again"
                 if self.seconds_per_1000_steps is not None else "steps set")
         lines.append(f"training: {c.steps} steps of batch {c.batch_size} ({pace}), validation every "
                      f"{c.eval_every} steps on {c.eval_images} images")

@@ -231,6 +231,20 @@ def build_config(args: argparse.Namespace, checkpoint: dict[str, Any] | None) ->
     return config
 
 
+def open_own_images(config: TrainConfig, rank: int, world_size: int, *, progress: bool) -> FolderData:
+    """The run's own images, decoded (or found cached) before RUN is made, so that bad data leaves no half-made run.
+    The first process builds a stale cache while the others wait, then they open it: data-parallel ranks never build
+    the same cache at once."""
+    data = open_folder(config, workers=usable_cores(), progress=progress) if rank == 0 else None
+    if world_size > 1:
+        dist.barrier()
+    if data is None:
+        data = open_folder(config)
+    else:
+        print(f"ram-train: {describe_data(data)}", file=sys.stderr)
+    return data
+
+
 def describe_data(data: FolderData) -> str:
     """One line on what is trained on: the splits' sizes, the classes, and what was skipped."""
     counts = {split: sum(values) for split, values in data.counts().items()}
@@ -267,10 +281,6 @@ def command_train(args: argparse.Namespace) -> int:
     if args.preset is not None and args.data is not None:
         raise ValueError("choose either --preset or --data, not both")
     config = build_config(args, checkpoint)
-    data = None
-    if config.task == "folder":  # decoded (or found cached) before RUN is made: bad data leaves no half-made run
-        data = open_folder(config, workers=usable_cores(), progress=not args.no_progress)
-        print(f"ram-train: {describe_data(data)}", file=sys.stderr)
     if config.threads:
         torch.set_num_threads(config.threads)
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -280,6 +290,7 @@ def command_train(args: argparse.Namespace) -> int:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    data = open_own_images(config, rank, world_size, progress=not args.no_progress) if config.task == "folder" else None
     out_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(config, out_dir, device, rank, world_size, data)
     if checkpoint is not None:
