@@ -210,6 +210,22 @@ def test_chosen_file_is_classified_like_the_python_runtime(open_page, model: str
     assert page.console_errors == []
 
 
+@pytest.mark.parametrize("name", ["shape_star", "shape_heart"])
+def test_an_own_images_colour_model_answers_like_the_python_runtime(open_page, name: str):
+    """The shapes model (RGB, polarity "keep", a 128×96 photo fitted into 64×48): same answer and path as Python."""
+    page = open_page("shapes")
+    engine = ram_infer.load_model("shapes", threads=1)
+    path = EXAMPLES / f"{name}.png"
+    label, locations = _python_answer(engine, path)
+
+    page.set_input_files("#file", str(path))
+    result = _result(page)
+
+    assert result["label"] == label and label in engine.info.labels
+    np.testing.assert_allclose(result["locations"], locations, atol=LOCATION_TOLERANCE)
+    assert page.console_errors == []
+
+
 def test_dropped_file_is_classified(page, engine):
     """Dropping a file on the page works like choosing it."""
     png = (EXAMPLES / "digit_2.png").read_bytes()
