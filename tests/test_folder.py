@@ -34,7 +34,7 @@ def write_image(path: Path, mode: str, size: tuple[int, int], seed: int) -> None
         Image.fromarray(pixels).save(path)
         return
     channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
-    pixels = rng.integers(0, 90, (h, w, channels), dtype=np.uint8)
+    pixels = rng.integers(0, 160, (h, w, channels), dtype=np.uint8)  # a scene, not plain paper
     pixels[h // 4 : h // 2, w // 4 : w // 2, : min(channels, 3)] = 250
     if channels == 4:
         pixels[..., 3] = 255
@@ -175,7 +175,8 @@ def test_the_coarsest_patch_covers_the_canvas(height, width):
 def test_the_plan_follows_the_data_and_the_settings_given(rgb_folder, tmp_path):
     plan = plan_run(str(rgb_folder), ["steps=3"], measure=False)
     m = plan.config.model
-    assert (m.height, m.width, m.channels, m.num_classes) == (24, 40, 3, 3)  # the median size, colour
+    # the median size; one channel: these colour images' colours do not tell their classes apart
+    assert (m.height, m.width, m.channels, m.num_classes) == (24, 40, 1, 3)
     assert (m.polarity, m.placement) == ("keep", "fit") and plan.config.classes == sorted(RGB_CLASSES)
     given = plan_run(str(rgb_folder), ["steps=3", "model.height=48", "model.width=80", "model.placement=crop"],
                      measure=False).config.model
@@ -188,6 +189,20 @@ def test_the_plan_follows_the_data_and_the_settings_given(rgb_folder, tmp_path):
         Image.fromarray(paper).save(path)
     ink = plan_run(str(digits), ["steps=3"], measure=False).config.model
     assert (ink.channels, ink.polarity, ink.background) == (1, "auto", "dark")
+
+
+def test_colour_is_kept_where_it_tells_the_classes_apart(tmp_path):
+    rng = np.random.default_rng(5)
+    for name, hue in (("ripe", (200, 40, 30)), ("unripe", (60, 190, 40)), ("sky", (40, 80, 210))):
+        for i in range(12):  # a small object of the class's colour on a grey scene of noise
+            pixels = np.repeat(rng.integers(60, 140, (32, 32, 1), dtype=np.uint8), 3, axis=2)
+            top, left = rng.integers(0, 24, 2)
+            pixels[top : top + 8, left : left + 8] = hue
+            write_path = tmp_path / "fruit" / name / f"{i}.png"
+            write_path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(write_path)
+    plan = plan_run(str(tmp_path / "fruit"), ["steps=3"], measure=False)
+    assert plan.config.model.channels == 3 and plan.probe["colour_accuracy"]["accuracy"] == 1.0
 
 
 def test_plan_prints_the_settings_and_the_measured_step_time(rgb_folder):
@@ -289,8 +304,8 @@ def trained_model(tmp_path: Path, folder: Path, *settings: str) -> tuple[Path, d
 
 @pytest.mark.slow
 def test_rgb_images_with_word_names_train_to_a_json_answer_and_a_matching_episode_model(tmp_path, rgb_folder):
-    model, exported = trained_model(tmp_path, rgb_folder)
-    assert exported["episode"]["parity"]["labels_differ"] == 0
+    model, exported = trained_model(tmp_path, rgb_folder, "model.channels=3")  # a colour model, set
+    assert exported["episode"]["parity"]["labels_differ"] == 0 and json.loads(exported["ram.input"])["channels"] == 3
     assert json.loads(exported["ram.labels"]) == sorted(RGB_CLASSES)
     image = rgb_folder / RGB_CLASSES[1] / "001.png"
     done = run_cli("ram_infer", "--model", str(model), "--format", "json", str(image))
@@ -321,7 +336,7 @@ def test_grey_and_16_bit_folders_of_2_and_27_classes_train_end_to_end(tmp_path, 
 def test_evaluation_split_of_a_run_reads_its_test_images(rgb_folder):
     config = TrainConfig.from_dict(plan_run(str(rgb_folder), ["steps=2"], measure=False).config.to_dict())
     images, labels, corners = evaluation_split(config, "test")
-    assert images.shape[1:] == (3, 24, 40) and images.dtype == np.float32 and corners is None
+    assert images.shape[1:] == (1, 24, 40) and images.dtype == np.float32 and corners is None
     assert len(images) == len(labels) > 0
 
 

@@ -6,7 +6,8 @@
   keeping the aspect ratio, until the longer side is at most ``MAX_CANVAS_SIDE``: on the shapes example a 64×48
   canvas learnt as much per step as 128×96 and took 2.2× the steps per minute (docs/experiments.md), and in a
   bounded time the steps are what counts; set ``model.height`` and ``model.width`` for fine detail;
-- channels: 3 if any image is in colour, else 1;
+- channels: 3 if the images are in colour and their colours alone tell the classes apart (``colour_accuracy``), else 1:
+  on the shapes example, whose shapes come in any colour, one channel learnt twice as fast as three;
 - polarity and background: one-channel images on plain backgrounds (ink on paper: digits, letters, drawings) get
   polarity "auto" on a dark background, so light paper is inverted as for MNIST, in training and at run time alike;
   anything else "keep": a photograph is never inverted;
@@ -38,6 +39,10 @@ DEFAULT_MINUTES = 20.0
 PROBE_IMAGES = 2000  # headers read to choose the canvas and channels (evenly spread over the listing)
 POLARITY_IMAGES = 64  # images decoded to tell ink on paper from photographs
 PLAIN_BORDER_STD = 0.1  # a border this even (std of its intensities) is paper, not a scene
+COLOUR_IMAGES = 40  # images a class decoded to tell whether colour tells the classes apart (half fit, half test)
+HUE_BINS = 12
+SATURATED = 0.3  # a pixel whose chroma is this share of its brightest channel has a hue worth counting
+COLOUR_MARGIN = 0.25  # colour is kept when its classifier gets this share of the way from chance to perfect
 
 # What differs from TrainConfig's defaults for own images: the settings of the paper's larger canvases (an LSTM core
 # and σ = 0.15, as the translated and cluttered presets), which also serve 28×28.
@@ -172,7 +177,63 @@ def probe_images(listing: Listing) -> dict[str, Any]:
     return {"images": sum(sizes.values()), "unreadable": unreadable, "colour": colour,
             "sizes": sorted(([h, w, n] for (h, w), n in sizes.items()), key=lambda s: -s[2]),
             "median": [int(np.median(heights)), int(np.median(widths))],
-            "plain_borders": _plain_border_fraction(listing)}
+            "plain_borders": _plain_border_fraction(listing),
+            "colour_accuracy": colour_accuracy(listing) if colour else None}
+
+
+def colour_accuracy(listing: Listing) -> dict[str, float]:
+    """How well the colours alone tell the classes apart: a nearest-class-mean classifier on each image's hue
+    histogram (the share of its pixels of each of HUE_BINS hues, among the saturated ones), fitted on half of up to
+    COLOUR_IMAGES images a class and tested on the other half; with the chance rate of that test half.
+
+    Why: the glimpse network is a perceptron on the patch's pixels; where colour says nothing about the class (a
+    shape of any colour) three channels triple its input with variation it must learn to ignore, and on the shapes
+    example one channel learnt twice as fast (docs/experiments.md). Where colour does tell the classes apart, it is
+    kept.
+    """
+    labels = np.asarray(listing.labels)
+    features, classes, halves = [], [], []
+    for label in range(len(listing.classes)):
+        members = np.flatnonzero(labels == label)
+        members = members[:: max(1, len(members) // COLOUR_IMAGES)][:COLOUR_IMAGES]
+        for order, row in enumerate(members):
+            try:
+                values = read_intensities(listing.root / listing.files[row])
+            except ImageError:
+                continue
+            features.append(_hue_histogram(values))
+            classes.append(label)
+            halves.append(order % 2)
+    features, classes, halves = np.array(features), np.array(classes), np.array(halves)
+    fit, test = halves == 0, halves == 1
+    present = np.unique(classes[fit])
+    if not test.any() or len(present) < 2:
+        return {"accuracy": 0.0, "chance": 1.0}
+    centres = np.stack([features[fit & (classes == label)].mean(axis=0) for label in present])  # (K, bins)
+    nearest = present[np.argmin(((features[test][:, None] - centres[None]) ** 2).sum(axis=2), axis=1)]
+    chance = float(np.max(np.bincount(classes[test])) / test.sum())
+    return {"accuracy": float(np.mean(nearest == classes[test])), "chance": chance}
+
+
+def colour_tells_classes(accuracy: dict[str, float]) -> bool:
+    """Whether the colour classifier beat chance by a quarter of the way to perfect (COLOUR_MARGIN)."""
+    return accuracy["accuracy"] >= accuracy["chance"] + COLOUR_MARGIN * (1 - accuracy["chance"])
+
+
+def _hue_histogram(values: np.ndarray) -> np.ndarray:
+    """The share of an image's pixels in each of HUE_BINS hues, counting saturated, not dark pixels only."""
+    if values.shape[2] < 3:
+        return np.zeros(HUE_BINS)
+    rgb = values[:, :, :3].reshape(-1, 3)
+    high, low = rgb.max(axis=1), rgb.min(axis=1)
+    chroma = high - low
+    coloured = (chroma > SATURATED * np.maximum(high, 1e-6)) & (high > 0.2)
+    r, g, b = rgb[coloured].T
+    c = chroma[coloured]
+    hue = np.where(high[coloured] == r, ((g - b) / c) % 6,
+                   np.where(high[coloured] == g, (b - r) / c + 2, (r - g) / c + 4)) / 6  # in [0, 1)
+    counts = np.bincount(np.minimum((hue * HUE_BINS).astype(int), HUE_BINS - 1), minlength=HUE_BINS)
+    return np.sqrt(counts / len(rgb))  # square root: a small coloured object still counts beside a large one
 
 
 def _plain_border_fraction(listing: Listing) -> float:
@@ -195,7 +256,7 @@ def choose_settings(listing: Listing, probe: dict[str, Any], given: set[str]) ->
     sizes = probe["sizes"]
     height, width = (sizes[0][0], sizes[0][1]) if len(sizes) == 1 else probe["median"]
     shrink = min(1.0, MAX_CANVAS_SIDE / max(height, width))
-    channels = 3 if probe["colour"] else 1
+    channels = 3 if probe["colour"] and colour_tells_classes(probe["colour_accuracy"]) else 1
     ink_on_paper = channels == 1 and probe["plain_borders"] >= 0.9
     chosen = {"model.height": max(1, round(height * shrink)), "model.width": max(1, round(width * shrink)),
               "model.channels": channels, "model.num_classes": len(listing.classes),
