@@ -501,7 +501,7 @@ def place_levels(
         colour = _luma(colour)  # (H, W, 1)
     elif input_format.channels == 3 and colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)  # (H, W, 3)
-    if input_format.polarity == "auto" and (_border(colour).mean() > 0.5) == (input_format.background == "dark"):
+    if input_format.polarity == "auto" and (border_pixels(colour).mean() > 0.5) == (input_format.background == "dark"):
         colour = 1.0 - colour
     placement = Placement()
     if colour.shape[:2] != (input_format.height, input_format.width):
@@ -548,7 +548,7 @@ def _flatten_alpha(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return colour * alpha + background * (1.0 - alpha)
 
 
-def _border(values: np.ndarray) -> np.ndarray:
+def border_pixels(values: np.ndarray) -> np.ndarray:
     """The pixels of the outermost rows and columns, ``[n, c]``."""
     h, w = values.shape[:2]
     if h <= 2 or w <= 2:
@@ -568,7 +568,7 @@ def _resize(values: np.ndarray, height: int, width: int) -> np.ndarray:
 def _place_mnist(values: np.ndarray, height: int, width: int) -> tuple[np.ndarray, Placement]:
     """Crop to the ink, fit in the 20×20-of-28×28 box, centre the centre of mass (step 6, "mnist")."""
     luma = values.mean(axis=2)  # (h, w)
-    level = float(np.percentile(_border(luma[:, :, None]), BACKGROUND_PERCENTILE))
+    level = float(np.percentile(border_pixels(luma[:, :, None]), BACKGROUND_PERCENTILE))
     top = float(luma.max())
     canvas = np.zeros((height, width, values.shape[2]), np.float32)
     if top - level < 1 / 255:  # a blank image: no ink to place; the whole image stands for the input

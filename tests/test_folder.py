@@ -84,11 +84,11 @@ def test_the_hash_split_of_a_file_never_changes_when_files_are_added(rgb_folder)
     write_image(rgb_folder / RGB_CLASSES[0] / "new.png", "RGB", (40, 24), seed=99)
     after = dict(zip(list_data(rgb_folder).files, list_data(rgb_folder).splits(0.2, 0.2)))
     assert {file: after[file] for file in before} == before and len(after) == len(before) + 1
-    fractions = Counter_of([split_of(f"x/{i}.png", 0.2, 0.1) for i in range(4000)])
+    fractions = split_shares([split_of(f"x/{i}.png", 0.2, 0.1) for i in range(4000)])
     assert abs(fractions["valid"] - 0.2) < 0.03 and abs(fractions["test"] - 0.1) < 0.03
 
 
-def Counter_of(splits: list[str]) -> dict[str, float]:
+def split_shares(splits: list[str]) -> dict[str, float]:
     return {split: splits.count(split) / len(splits) for split in ("train", "valid", "test")}
 
 
@@ -99,7 +99,7 @@ def test_a_split_layout_keeps_its_splits(tmp_path):
     listing = list_data(root)
     splits = listing.splits(0.1, 0.1)
     assert listing.classes == ("cat", "dog")
-    assert Counter_of(list(splits)) == {"train": 12 / 22, "valid": 4 / 22, "test": 6 / 22}
+    assert split_shares(list(splits)) == {"train": 12 / 22, "valid": 4 / 22, "test": 6 / 22}
     assert all(split == file.split("/")[0].replace("val", "valid") for file, split in zip(listing.files, splits))
 
 

@@ -86,10 +86,10 @@ class Listing:
                           test_fraction if "test" not in given else 0.0) for path in self.files]
         splits = np.array([g if g and g != "train" else d for g, d in zip(self.given_splits, drawn)])
         labels = np.asarray(self.labels)
-        for label in range(len(self.classes)):
-            members = np.flatnonzero(labels == label)
-            movable = [i for i in members if self.given_splits[i] in ("", "train")]
-            if movable and not np.any(splits[members] == "train"):
+        trained = np.bincount(labels[splits == "train"], minlength=len(self.classes)) > 0
+        for label in np.flatnonzero(~trained):  # few or none: one pass over the files per such class
+            movable = [i for i in np.flatnonzero(labels == label) if self.given_splits[i] in ("", "train")]
+            if movable:
                 splits[max(movable, key=lambda i: _hash_unit(self.files[i]))] = "train"
         return splits
 
@@ -296,6 +296,12 @@ def load_folder(listing: Listing, shape: InputFormat, *, valid_fraction: float, 
     if empty:
         raise DataError(f"{listing.source}: class {empty[0]!r} has no training images")
     return data
+
+
+def is_cached(listing: Listing, shape: InputFormat) -> bool:
+    """Whether the cache of ``listing`` in ``shape`` is up to date: opening it would decode nothing."""
+    index = _read_index(cache_folder(listing, shape))
+    return index is not None and index["files"] == fingerprints(listing)
 
 
 def _read_index(folder: Path) -> dict[str, Any] | None:

@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ram_infer.images import ImageError, read_header, read_intensities
+from ram_infer.images import ImageError, border_pixels, read_header, read_intensities
 
 from .config import ModelConfig, TrainConfig, apply_overrides
-from .folder import Listing, cache_folder, fingerprints, list_data
+from .folder import Listing, cache_folder, is_cached, list_data
 
 MAX_CANVAS_SIDE = 64
 DEFAULT_MINUTES = 20.0
@@ -122,11 +122,10 @@ def plan_run(source: str, overrides: list[str], *, measure: bool = True) -> Plan
     sensor = {key: value for key, value in sensor_settings(m.height, m.width).items() if key not in given}
     config = apply_overrides(config, _as_overrides(sensor))
     config.data, config.classes = str(source), list(listing.classes)
-    counts = np.bincount(np.asarray(listing.labels)[listing.splits(config.valid_fraction,
-                                                                  config.test_fraction) == "train"])
-    valid = int(np.sum(listing.splits(config.valid_fraction, config.test_fraction) == "valid"))
+    splits = listing.splits(config.valid_fraction, config.test_fraction)
+    train, valid = int(np.sum(splits == "train")), int(np.sum(splits == "valid"))
     if "batch_size" not in given:
-        config.batch_size = max(1, min(config.batch_size, int(counts.sum())))
+        config.batch_size = max(1, min(config.batch_size, train))
     if "eval_images" not in given:
         config.eval_images = max(1, min(config.eval_images, valid))
     seconds = None
@@ -140,21 +139,12 @@ def plan_run(source: str, overrides: list[str], *, measure: bool = True) -> Plan
         config.eval_every = max(50, config.steps // 10)
     if "checkpoint_every" not in given:
         config.checkpoint_every = min(config.checkpoint_every, config.eval_every)
-    folder = cache_folder(listing, config.model.input_format)
-    cached = _is_cached(folder, listing)
-    return Plan(config, listing, probe, seconds, str(folder), cached)
+    shape = config.model.input_format
+    return Plan(config, listing, probe, seconds, str(cache_folder(listing, shape)), is_cached(listing, shape))
 
 
 def _as_overrides(settings: dict[str, Any]) -> list[str]:
     return [f"{key}={json.dumps(value)}" for key, value in settings.items()]
-
-
-def _is_cached(folder: Any, listing: Listing) -> bool:
-    try:
-        return json.loads((folder / "index.json").read_text(encoding="utf-8", errors="surrogateescape"))[
-            "files"] == fingerprints(listing)
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def probe_images(listing: Listing) -> dict[str, Any]:
@@ -242,10 +232,9 @@ def _plain_border_fraction(listing: Listing) -> float:
     plain = seen = 0
     for file in listing.files[::step][:POLARITY_IMAGES]:
         try:
-            values = read_intensities(listing.root / file).mean(axis=2)
+            border = border_pixels(read_intensities(listing.root / file)).mean(axis=1)  # (n,) intensities
         except ImageError:
             continue
-        border = np.concatenate([values[0], values[-1], values[:, 0], values[:, -1]])
         plain += bool(border.std() < PLAIN_BORDER_STD)
         seen += 1
     return plain / seen if seen else 0.0
